@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh Debian machine with Python 3.11:
+#   make demo   - diarize and transcribe the sample shipped with pyannote.audio into out/
+#   make test   - run the test suite (real models, real audio, real servers on loopback)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SAMPLE = $$($(PY) -c "import importlib.util,os; print(os.path.join(os.path.dirname(importlib.util.find_spec('pyannote.audio').origin), 'sample', 'sample.wav'))")
+
+.PHONY: demo test bench system-deps install models clean clean-venv
+
+system-deps:
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	  echo "installing ffmpeg (apt-get)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; }
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+model/manifest.json: scripts/fetch_models.py | $(STAMP)
+	$(PY) scripts/fetch_models.py --profile bundled --out model -q
+
+models: install model/manifest.json
+
+demo: models
+	$(VENV)/bin/diarkit transcribe "$(SAMPLE)" -o out --model-dir model
+
+test: models
+	$(PY) -m pytest -m "not slow"
+
+bench: models
+	$(PY) -m pytest -m slow
+
+clean:
+	rm -rf out .pytest_cache
+
+clean-venv:
+	rm -rf $(VENV)

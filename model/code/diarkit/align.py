@@ -1,0 +1,97 @@
+"""Word timestamps: wav2vec2 forced alignment when the model directory has it,
+otherwise Whisper's own cross-attention alignment (faster-whisper's ``find_alignment``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from faster_whisper.transcribe import merge_punctuations
+from whisperx.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+
+from .result import Word
+from .transcribe import ChunkTranscript, Transcriber
+
+logger = logging.getLogger(__name__)
+
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+class WhisperAligner:
+    """Cross-attention DTW on the transcribing model: no extra model, less precise."""
+
+    name = "whisper-attention"
+
+    def __init__(self, transcriber: Transcriber, batch_size: int = 8):
+        self.transcriber = transcriber
+        self.batch_size = batch_size
+
+    def __call__(self, audio: np.ndarray, chunks: list[ChunkTranscript], language: str) -> list[list[Word]]:
+        whisper = self.transcriber.whisper
+        tokenizer = self.transcriber.tokenizer(language)
+        n_mels = whisper.feat_kwargs.get("feature_size") or 80
+        words_per_chunk: list[list[Word]] = []
+        for first in range(0, len(chunks), self.batch_size):
+            batch = chunks[first:first + self.batch_size]
+            features, tokens, frames = [], [], []
+            for chunk in batch:
+                piece = audio[int(chunk.start * SAMPLE_RATE):int(chunk.end * SAMPLE_RATE)][:N_SAMPLES]
+                features.append(log_mel_spectrogram(piece, n_mels=n_mels, padding=N_SAMPLES - piece.shape[0]).numpy())
+                tokens.append(tokenizer.encode(" " + chunk.text) if chunk.text else [])
+                frames.append(max(1, round(piece.shape[0] / SAMPLE_RATE * whisper.frames_per_second)))
+            todo = [i for i, t in enumerate(tokens) if t]
+            alignments: dict[int, list[dict]] = {}
+            if todo:
+                encoded = whisper.encode(np.stack([features[i][:, : whisper.feature_extractor.nb_max_frames] for i in todo]))
+                found = whisper.find_alignment(tokenizer, [tokens[i] for i in todo], encoded, [frames[i] for i in todo])
+                alignments = dict(zip(todo, found))
+            for i, chunk in enumerate(batch):
+                timing = alignments.get(i, [])
+                merge_punctuations(timing, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
+                words = []
+                for t in timing:
+                    text = t["word"].strip()
+                    if not text:
+                        continue
+                    start = min(max(chunk.start + float(t["start"]), chunk.start), chunk.end)
+                    end = min(max(chunk.start + float(t["end"]), start), chunk.end)
+                    words.append(Word(text, round(start, 3), round(end, 3), round(float(t["probability"]), 3)))
+                words_per_chunk.append(words)
+        return words_per_chunk
+
+
+class Wav2Vec2Aligner:
+    """whisperx's CTC forced alignment with a local wav2vec2 model (HF folder)."""
+
+    name = "wav2vec2"
+
+    def __init__(self, model_path: str | Path, language: str, device: str = "cpu"):
+        import whisperx
+
+        self.device = device
+        self.language = language
+        self.model, self.metadata = whisperx.load_align_model(
+            language_code=language, device=device, model_name=str(model_path), model_cache_only=True,
+        )
+
+    def __call__(self, audio: np.ndarray, chunks: list[ChunkTranscript], language: str) -> list[list[Word]]:
+        import whisperx
+
+        if language != self.language:
+            raise ValueError(f"alignment model is for {self.language!r}, not {language!r}")
+        segments = [{"start": c.start, "end": c.end, "text": c.text} for c in chunks]
+        aligned = whisperx.align(segments, self.model, self.metadata, audio, self.device)
+        # whisperx splits chunks into sentences; put words back under the chunk they fall in
+        words_per_chunk: list[list[Word]] = [[] for _ in chunks]
+        for segment in aligned["segments"]:
+            for w in segment.get("words", []):
+                if "start" not in w:
+                    continue
+                index = next((i for i, c in enumerate(chunks) if c.start - 0.01 <= w["start"] <= c.end + 0.01),
+                             len(chunks) - 1)
+                words_per_chunk[index].append(
+                    Word(w["word"], round(w["start"], 3), round(w["end"], 3), round(float(w.get("score", 0.0)), 3)))
+        return words_per_chunk

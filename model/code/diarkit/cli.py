@@ -1,0 +1,156 @@
+"""``diarkit`` command line: a thin adapter over DiarkitPipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import DiarkitError, OptionsError
+from .writers import RENDERERS, parse_formats, write_outputs
+
+DEFAULT_MODEL_DIR = os.environ.get("DIARKIT_MODEL_DIR", "model")
+
+
+def _add_transcribe(sub) -> None:
+    p = sub.add_parser("transcribe", help="diarize and transcribe media files",
+                       description="Who said what, when: words with times and speaker labels.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio or video files")
+    p.add_argument("-o", "--output-dir", default="out", help="where results go (default: out/)")
+    p.add_argument("--formats", default=",".join(RENDERERS),
+                   help=f"comma-separated output formats (default: {','.join(RENDERERS)})")
+    p.add_argument("--num-speakers", type=int, help="exact number of speakers, when known")
+    p.add_argument("--min-speakers", type=int, help="at least this many speakers")
+    p.add_argument("--max-speakers", type=int, help="at most this many speakers")
+    p.add_argument("--language", help="language code (default: the model's, or detected)")
+    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="model directory (default: model/)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary and errors")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    p.set_defaults(handler=cmd_transcribe)
+
+
+def _progress_display(quiet: bool):
+    """A rich progress bar per stage, or nothing when quiet / not a terminal."""
+    if quiet:
+        return None, lambda *a: None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        transient=True, disable=not sys.stderr.isatty())
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    return progress, update
+
+
+def cmd_transcribe(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 120)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        formats = parse_formats(args.formats)
+        from .pipeline import SpeakerHints
+
+        SpeakerHints(args.num_speakers, args.min_speakers, args.max_speakers)
+    except OptionsError as exc:
+        errors.print(f"diarkit: error: {exc}", markup=False)
+        return 2
+
+    try:
+        from .pipeline import DiarkitPipeline
+
+        pipeline = DiarkitPipeline.from_model_dir(args.model_dir, device=args.device)
+    except DiarkitError as exc:
+        errors.print(f"diarkit: error: {exc}", markup=False)
+        return 2
+
+    out_dir = Path(args.output_dir)
+    rows, failures = [], []
+    for index, name in enumerate(args.inputs, 1):
+        path = Path(name)
+        if not args.quiet:
+            errors.print(f"[{index}/{len(args.inputs)}] {path}", markup=False)
+        progress, update = _progress_display(args.quiet)
+        started = time.perf_counter()
+        try:
+            if progress is not None:
+                with progress:
+                    result = pipeline.transcribe(path, num_speakers=args.num_speakers,
+                                                 min_speakers=args.min_speakers,
+                                                 max_speakers=args.max_speakers,
+                                                 language=args.language, progress=update)
+            else:
+                result = pipeline.transcribe(path, num_speakers=args.num_speakers,
+                                             min_speakers=args.min_speakers, max_speakers=args.max_speakers,
+                                             language=args.language)
+            written = [p.name for p in write_outputs(result, out_dir, formats, stem=path.stem)]
+        except DiarkitError as exc:
+            failures.append((str(path), str(exc) if exc.path else f"{path}: {exc}"))
+            errors.print(f"diarkit: error: {failures[-1][1]}", markup=False)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
+            logging.getLogger("diarkit").debug("failure on %s", path, exc_info=True)
+            failures.append((str(path), f"{path}: unexpected error: {type(exc).__name__}: {exc}"))
+            errors.print(f"diarkit: error: {failures[-1][1]}", markup=False)
+            continue
+        elapsed = time.perf_counter() - started
+        rows.append((str(path), result, elapsed, written))
+
+    if rows:
+        table = Table(title=f"diarkit {__version__}: results in {out_dir}/")
+        for column in ("file", "duration", "speakers", "words", "RTF", "outputs"):
+            table.add_column(column, justify="right" if column in ("duration", "speakers", "words", "RTF") else "left")
+        for name, result, elapsed, written in rows:
+            rtf = elapsed / result.duration if result.duration else 0.0
+            table.add_row(Path(name).name, f"{result.duration:.1f} s", str(result.num_speakers),
+                          str(len(result.words)), f"{rtf:.3f}", ",".join(p.rsplit(".", 1)[-1] for p in written))
+        console.print(table)
+    if failures:
+        errors.print(f"{len(failures)} of {len(args.inputs)} file(s) failed:", markup=False)
+        for _, message in failures:
+            errors.print(f"  - {message}", markup=False)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diarkit", description="Speaker diarization and transcription.")
+    parser.add_argument("--version", action="version", version=f"diarkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_transcribe(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.INFO if getattr(args, "verbose", False) else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if level > logging.INFO:
+        _quiet_third_party()
+    return args.handler(args)
+
+
+def _quiet_third_party() -> None:
+    """Libraries below us warn about things users cannot act on (checkpoint upgrades...)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "whisperx", "pyannote",
+                 "speechbrain", "faster_whisper"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

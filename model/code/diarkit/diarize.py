@@ -1,0 +1,128 @@
+"""Speaker diarization: pyannote.audio's pipeline on local models.
+
+pyannote's ``SpeakerDiarization`` builds its embedding model from a hub name in
+``__init__``; here its parts are passed in instead (the segmentation model already
+loaded for VAD, a packaged speaker encoder, agglomerative clustering), and the
+segmentation computed once per file is reused rather than recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pyannote.audio import Audio, Pipeline
+from pyannote.audio.pipelines.clustering import Clustering
+from pyannote.audio.pipelines.speaker_diarization import SpeakerDiarization
+from pyannote.core import Annotation
+from pyannote.pipeline.parameter import ParamDict, Uniform
+
+from .audio import SAMPLE_RATE
+from .embedding import MelSpeakerEncoder
+from .result import SpeakerTurn
+from .segmentation import Segmentation, Segmenter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DiarizationOptions:
+    """Hyper-parameters; the defaults are the ones chosen on held-out data (eval/RESULTS.md)."""
+
+    segmentation_threshold: float = 0.5
+    min_duration_off: float = 0.0
+    clustering: str = "AgglomerativeClustering"
+    clustering_method: str = "centroid"
+    clustering_threshold: float = 0.5
+    min_cluster_size: int = 12
+    embedding_exclude_overlap: bool = True
+    embedding_batch_size: int = 32
+
+    def parameters(self) -> dict:
+        return {
+            "segmentation": {"threshold": self.segmentation_threshold,
+                             "min_duration_off": self.min_duration_off},
+            "clustering": {"method": self.clustering_method,
+                           "threshold": self.clustering_threshold,
+                           "min_cluster_size": self.min_cluster_size},
+        }
+
+
+class LocalSpeakerDiarization(SpeakerDiarization):
+    """pyannote's SpeakerDiarization with injected parts and shared segmentation."""
+
+    PRECOMPUTED = "diarkit/segmentation"
+
+    def __init__(self, segmenter: Segmenter, encoder: MelSpeakerEncoder, options: DiarizationOptions):
+        Pipeline.__init__(self)  # SpeakerDiarization.__init__ would fetch models from the hub
+        self.legacy = False
+        self.segmentation_model = "local"
+        self.segmentation_step = segmenter.step_ratio
+        self.embedding = encoder.name
+        self.embedding_batch_size = options.embedding_batch_size
+        self.embedding_exclude_overlap = options.embedding_exclude_overlap
+        self.plda = None
+        self._plda = None
+        self.klustering = options.clustering
+        self.der_variant = {"collar": 0.0, "skip_overlap": False}
+        self._segmentation = segmenter.inference
+        self.segmentation = ParamDict(threshold=Uniform(0.1, 0.9), min_duration_off=Uniform(0.0, 1.0))
+        self._embedding = encoder
+        self._audio = Audio(sample_rate=encoder.sample_rate, mono="downmix")
+        self.clustering = Clustering[options.clustering].value(metric=encoder.metric)
+        self._expects_num_speakers = self.clustering.expects_num_clusters
+
+    def get_segmentations(self, file, hook=None):
+        if self.PRECOMPUTED in file:
+            return file[self.PRECOMPUTED]
+        return super().get_segmentations(file, hook=hook)
+
+
+@dataclass
+class Diarization:
+    turns: list[SpeakerTurn]
+    exclusive_turns: list[SpeakerTurn]
+    speaker_embeddings: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _turns(annotation: Annotation) -> list[SpeakerTurn]:
+    return [
+        SpeakerTurn(round(seg.start, 3), round(seg.end, 3), str(label))
+        for seg, _, label in annotation.itertracks(yield_label=True)
+    ]
+
+
+class Diarizer:
+    def __init__(self, segmenter: Segmenter, encoder: MelSpeakerEncoder,
+                 options: DiarizationOptions | None = None):
+        self.options = options or DiarizationOptions()
+        self.pipeline = LocalSpeakerDiarization(segmenter, encoder, self.options)
+        self.pipeline.instantiate(self.options.parameters())
+
+    def __call__(self, audio: np.ndarray, segmentation: Segmentation, *, uri: str = "audio",
+                 num_speakers: int | None = None, min_speakers: int | None = None,
+                 max_speakers: int | None = None) -> Diarization:
+        file = {
+            "waveform": torch.from_numpy(audio).unsqueeze(0),
+            "sample_rate": SAMPLE_RATE,
+            "uri": uri,
+            LocalSpeakerDiarization.PRECOMPUTED: segmentation.chunks,
+        }
+        with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
+            warnings.simplefilter("always")
+            output = self.pipeline(file, num_speakers=num_speakers, min_speakers=min_speakers,
+                                   max_speakers=max_speakers)
+        notes = [str(w.message).strip().replace("\n", " ") for w in caught
+                 if "number of speakers" in str(w.message)]
+        for note in notes:
+            logger.warning("%s", note)
+        return Diarization(
+            turns=_turns(output.speaker_diarization),
+            exclusive_turns=_turns(output.exclusive_speaker_diarization),
+            speaker_embeddings=output.speaker_embeddings,
+            warnings=[" ".join(n.split()) for n in notes],
+        )

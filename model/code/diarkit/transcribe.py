@@ -1,0 +1,110 @@
+"""Batched transcription with faster-whisper through whisperx.
+
+whisperx's ``FasterWhisperPipeline`` batches speech chunks through CTranslate2; we feed it
+the chunks our VAD already found rather than letting it run a second VAD of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import whisperx
+from whisperx.audio import SAMPLE_RATE
+
+from .errors import OptionsError
+from .vad import SpeechChunk
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ChunkTranscript:
+    """Whisper's text for one speech chunk (times are the chunk's)."""
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+
+
+class _NoVad:
+    """Placeholder: whisperx requires a VAD object, but chunks come from diarkit's VAD."""
+
+    def __call__(self, *args, **kwargs):  # pragma: no cover - never called
+        raise RuntimeError("diarkit passes speech chunks explicitly")
+
+
+class Transcriber:
+    def __init__(self, model_path: str | Path, *, device: str = "cpu", compute_type: str = "int8",
+                 language: str | None = None, batch_size: int = 8, beam_size: int = 5,
+                 cpu_threads: int | None = None):
+        self.model_path = str(model_path)
+        self.device = device
+        self.batch_size = batch_size
+        self.default_language = language
+        threads = cpu_threads or os.cpu_count() or 1
+        with contextlib.redirect_stdout(io.StringIO()):  # whisperx prints a notice here
+            self.pipeline = whisperx.load_model(
+                self.model_path, device, compute_type=compute_type, language=language,
+                vad_model=_NoVad(), threads=threads, local_files_only=True,
+                asr_options={"beam_size": beam_size, "best_of": beam_size},
+            )
+        self.english_only = not self.pipeline.model.model.is_multilingual
+
+    @property
+    def whisper(self):
+        """The faster-whisper model (used for word alignment)."""
+        return self.pipeline.model
+
+    def tokenizer(self, language: str):
+        from faster_whisper.tokenizer import Tokenizer
+
+        return Tokenizer(self.whisper.hf_tokenizer, self.whisper.model.is_multilingual,
+                         task="transcribe", language=language)
+
+    def resolve_language(self, audio: np.ndarray, chunks: list[SpeechChunk], language: str | None) -> str:
+        if self.english_only:
+            if language not in (None, "en"):
+                raise OptionsError(f"language {language!r} is not supported by this English-only model",
+                                   hint="use language=en or a multilingual model profile")
+            return "en"
+        if language:
+            if language not in self.whisper.supported_languages:
+                raise OptionsError(f"unknown language code {language!r}")
+            return language
+        if self.default_language:
+            return self.default_language
+        if not chunks:
+            return "en"
+        first = chunks[0]
+        return self.pipeline.detect_language(audio[int(first.start * SAMPLE_RATE):])
+
+    def __call__(self, audio: np.ndarray, chunks: list[SpeechChunk], language: str,
+                 progress: Callable[[int, int], None] | None = None) -> list[ChunkTranscript]:
+        if not chunks:
+            return []
+        pipe = self.pipeline
+        if pipe.tokenizer is None or pipe.tokenizer.language_code != language:
+            pipe.tokenizer = self.tokenizer(language)
+
+        def inputs():
+            for chunk in chunks:
+                yield {"inputs": audio[int(chunk.start * SAMPLE_RATE):int(chunk.end * SAMPLE_RATE)]}
+
+        out: list[ChunkTranscript] = []
+        for index, item in enumerate(pipe(inputs(), batch_size=self.batch_size, num_workers=0)):
+            text, logprob = item["text"], item["avg_logprob"]
+            if isinstance(text, list):
+                text, logprob = text[0], logprob[0]
+            chunk = chunks[index]
+            out.append(ChunkTranscript(chunk.start, chunk.end, text.strip(), float(logprob)))
+            if progress:
+                progress(index + 1, len(chunks))
+        return out

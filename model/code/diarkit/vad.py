@@ -1,0 +1,48 @@
+"""Voice activity detection: speech regions, and the chunks Whisper transcribes.
+
+Speech probability is the max over local speakers of the shared segmentation,
+aggregated over overlapping chunks (what pyannote's VoiceActivityDetection does).
+Binarization and the cut into <= 30 s chunks reuse whisperx's implementation, so
+chunking matches WhisperX's published behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyannote.audio import Inference
+from pyannote.core import SlidingWindowFeature
+from whisperx.vads.pyannote import Binarize
+from whisperx.vads.vad import Vad
+
+from .segmentation import Segmentation
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """A stretch of audio sent to Whisper as one item of a batch."""
+
+    start: float
+    end: float
+
+
+def speech_probability(segmentation: Segmentation) -> SlidingWindowFeature:
+    chunks = segmentation.chunks
+    per_chunk = SlidingWindowFeature(np.max(chunks.data, axis=-1, keepdims=True), chunks.sliding_window)
+    return Inference.aggregate(per_chunk, segmentation.frames, skip_average=False)
+
+
+def speech_chunks(segmentation: Segmentation, *, onset: float = 0.5, offset: float = 0.363,
+                  chunk_size: float = 30.0) -> list[SpeechChunk]:
+    """Speech regions merged into chunks of at most ``chunk_size`` seconds."""
+    scores = speech_probability(segmentation)
+    regions = Binarize(onset=onset, offset=offset, max_duration=chunk_size)(scores).get_timeline()
+    if not regions:
+        return []
+    from whisperx.diarize import Segment as _WxSegment
+
+    merged = Vad.merge_chunks(
+        [_WxSegment(r.start, r.end, "UNKNOWN") for r in regions], chunk_size, onset, offset
+    )
+    return [SpeechChunk(round(m["start"], 3), round(m["end"], 3)) for m in merged if m["end"] > m["start"]]

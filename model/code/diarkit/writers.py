@@ -1,0 +1,109 @@
+"""Every output format, rendered from one TranscriptResult.
+
+``render`` gives the text (the HTTP server answers with it); ``write_outputs`` writes
+files through a temporary name and a rename, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .errors import OptionsError
+from .result import TranscriptResult
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = max(0, int(round(seconds * 1000)))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def _label(speaker: str | None) -> str:
+    return speaker if speaker is not None else "UNKNOWN"
+
+
+def to_json(result: TranscriptResult) -> str:
+    return json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
+
+
+def to_srt(result: TranscriptResult) -> str:
+    blocks = []
+    for index, seg in enumerate(result.segments, 1):
+        blocks.append(f"{index}\n{_timestamp(seg.start, ',')} --> {_timestamp(seg.end, ',')}\n"
+                      f"[{_label(seg.speaker)}] {seg.text}\n")
+    return "\n".join(blocks)
+
+
+def to_vtt(result: TranscriptResult) -> str:
+    lines = ["WEBVTT", ""]
+    for seg in result.segments:
+        lines.append(f"{_timestamp(seg.start, '.')} --> {_timestamp(seg.end, '.')}")
+        # WebVTT voice span: players show the speaker, and it survives as data
+        lines.append(f"<v {_label(seg.speaker)}>{seg.text}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_rttm(result: TranscriptResult) -> str:
+    uri = "_".join(result.uri.split()) or "audio"
+    return "".join(
+        f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+        for t in result.turns if t.end > t.start
+    )
+
+
+def to_txt(result: TranscriptResult) -> str:
+    return "".join(f"{_label(seg.speaker)}: {seg.text}\n" for seg in result.segments)
+
+
+RENDERERS: dict[str, Callable[[TranscriptResult], str]] = {
+    "json": to_json, "srt": to_srt, "vtt": to_vtt, "rttm": to_rttm, "txt": to_txt,
+}
+CONTENT_TYPES = {
+    "json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt",
+    "rttm": "text/x-rttm", "txt": "text/plain",
+}
+
+
+def parse_formats(value: str | list[str]) -> list[str]:
+    names = value.split(",") if isinstance(value, str) else list(value)
+    formats = [n.strip().lower() for n in names if n.strip()]
+    unknown = [f for f in formats if f not in RENDERERS]
+    if unknown or not formats:
+        raise OptionsError(f"unknown output format {', '.join(unknown) or '(none)'}",
+                           hint=f"choose from {','.join(RENDERERS)}")
+    return formats
+
+
+def render(result: TranscriptResult, fmt: str) -> str:
+    return RENDERERS[parse_formats(fmt)[0]](result)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_outputs(result: TranscriptResult, out_dir: str | os.PathLike, formats: list[str] | str,
+                  stem: str | None = None) -> list[Path]:
+    out_dir = Path(out_dir)
+    stem = stem or result.uri or "audio"
+    written = []
+    for fmt in parse_formats(formats):
+        target = out_dir / f"{stem}.{fmt}"
+        atomic_write_text(target, RENDERERS[fmt](result))
+        written.append(target)
+    return written

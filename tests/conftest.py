@@ -1,0 +1,93 @@
+"""Shared fixtures: the real model directory, the real sample, media made with ffmpeg."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "model" / "code"))
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+PYANNOTE_SAMPLE_DIR = Path(importlib.util.find_spec("pyannote.audio").origin).parent / "sample"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The bundled model directory (fetched once if a checkout has none yet)."""
+    root = REPO / "model"
+    if not (root / "manifest.json").is_file():
+        subprocess.run([sys.executable, str(REPO / "scripts" / "fetch_models.py"), "--profile", "bundled",
+                        "--out", str(root), "-q"], check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pipeline(model_dir):
+    from diarkit.pipeline import DiarkitPipeline
+
+    return DiarkitPipeline.from_model_dir(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sample_wav() -> Path:
+    return PYANNOTE_SAMPLE_DIR / "sample.wav"
+
+
+@pytest.fixture(scope="session")
+def sample_rttm() -> Path:
+    return PYANNOTE_SAMPLE_DIR / "sample.rttm"
+
+
+@pytest.fixture(scope="session")
+def sample_stm() -> Path:
+    return PYANNOTE_SAMPLE_DIR / "sample.stm"
+
+
+@pytest.fixture(scope="session")
+def sample_result(pipeline, sample_wav):
+    return pipeline.transcribe(sample_wav)
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory, sample_wav) -> Path:
+    """The sample in every container and codec users send, made with real ffmpeg."""
+    out = tmp_path_factory.mktemp("media")
+    src = str(sample_wav)
+    ffmpeg("-i", src, "-c:a", "pcm_s16le", str(out / "pcm16.wav"))
+    ffmpeg("-i", src, "-c:a", "pcm_f32le", str(out / "float32.wav"))
+    ffmpeg("-i", src, "-ar", "44100", "-ac", "2", "-c:a", "pcm_s16le", str(out / "stereo44k.wav"))
+    ffmpeg("-i", src, str(out / "sample.flac"))
+    ffmpeg("-i", src, "-b:a", "64k", str(out / "sample.mp3"))
+    ffmpeg("-i", src, "-c:a", "aac", "-b:a", "64k", str(out / "sample.m4a"))
+    ffmpeg("-i", src, "-c:a", "libopus", "-b:a", "32k", str(out / "sample.ogg"))
+    ffmpeg("-i", src, "-c:a", "libopus", "-b:a", "32k", str(out / "sample.opus"))
+    for ext, vcodec in (("mp4", "libx264"), ("mkv", "libx264"), ("mov", "libx264")):
+        ffmpeg("-f", "lavfi", "-i", "color=c=black:s=64x64:r=5:d=30", "-i", src, "-shortest",
+               "-c:v", vcodec, "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "48000", "-ac", "2",
+               str(out / f"video.{ext}"))
+    return out
+
+
+def requires_shared_data(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.is_dir():
+        pytest.skip(f"{path} not found: the shared evaluation data is not on this machine")
+    return path
+
+
+@pytest.fixture(scope="session")
+def has_ffmpeg() -> bool:
+    return shutil.which("ffmpeg") is not None
