@@ -91,3 +91,19 @@ def requires_shared_data(sub: str) -> Path:
 @pytest.fixture(scope="session")
 def has_ffmpeg() -> bool:
     return shutil.which("ffmpeg") is not None
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real moto server on loopback (S3, SQS, SNS, SageMaker, Lambda, autoscaling...)."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ[key] = value
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    yield f"http://{host}:{port}"
+    server.stop()

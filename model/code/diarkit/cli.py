@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -14,6 +15,9 @@ from .errors import DiarkitError, OptionsError
 from .writers import RENDERERS, parse_formats, write_outputs
 
 DEFAULT_MODEL_DIR = os.environ.get("DIARKIT_MODEL_DIR", "model")
+#: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
+#: ``handler`` (a function of the parsed args returning the exit status).
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _add_transcribe(sub) -> None:
@@ -129,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diarkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_transcribe(sub)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").add_subcommand(sub)
     return parser
 
 
