@@ -1,0 +1,179 @@
+"""``python -m eval {score,run,simulate}``: command line of the evaluation tools.
+
+Exit codes: 0 ok, 1 some files failed in ``run``, 2 bad input (malformed file, missing data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import readers
+from .readers import ReaderError
+
+log = logging.getLogger("eval")
+
+COLLAR_HELP = ("collar in seconds, pyannote convention: TOTAL width removed around each reference "
+               "boundary (0.5 == md-eval -c 0.25). Default %(default)s")
+
+
+def _add_scoring_options(p: argparse.ArgumentParser, *, uem_help: str) -> None:
+    p.add_argument("--collar", type=float, default=0.0, help=COLLAR_HELP)
+    p.add_argument("--skip-overlap", action="store_true", help="do not score overlapping speech")
+    p.add_argument("--uem", metavar="FILE", help=uem_help)
+    p.add_argument("--groups", metavar="FILE",
+                   help="two columns (file id, group name; tab, comma or whitespace): adds per-group rows")
+    p.add_argument("--tcp-collar", type=float, default=5.0, help="tcpWER collar in seconds (default %(default)s)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v info, -vv debug")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser(
+        "score", help="score hypothesis annotations against references",
+        description="Score diarization (DER parts, JER, purity, coverage) and, when the reference has words "
+                    "(STM, text-per-speaker .txt, CSV text column), WER/cpWER/tcpWER. PATH is a file or a "
+                    "folder; files are matched by file id (file stem, or the uri inside RTTM/STM). Formats: "
+                    ".rttm .stm .json (diarkit or whisperx) .csv .tsv .txt (speaker<TAB>text); *.uem in a "
+                    "reference folder are used as scored regions. Without any UEM the union of reference "
+                    "and hypothesis extents is scored (pyannote default, warned).")
+    score.add_argument("--ref", required=True, metavar="PATH", help="reference file or folder")
+    score.add_argument("--hyp", required=True, metavar="PATH", help="hypothesis file or folder")
+    score.add_argument("--out", metavar="DIR", help="write report.{md,csv,json} and PNG plots here")
+    _add_scoring_options(score, uem_help="UEM file (uri channel start end); overrides .uem files in --ref")
+
+    run = sub.add_parser(
+        "run", help="run diarkit on a dataset folder and score it",
+        description="Transcribe every media file of DATASET that has a same-stem .rttm next to it (.stm "
+                    "optional), write DIR/hyp/<stem>.{json,rttm}, then score into DIR with runtime "
+                    "(per-stage timings, real-time factor, process peak RSS). Scoring defaults: collar 0, "
+                    "overlap scored.")
+    run.add_argument("dataset", metavar="DATASET")
+    run.add_argument("--out", required=True, metavar="DIR")
+    run.add_argument("--model-dir", default="model", help="diarkit model folder (default %(default)s)")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--num-speakers", type=int)
+    run.add_argument("--min-speakers", type=int)
+    run.add_argument("--max-speakers", type=int)
+    run.add_argument("--language")
+    run.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
+    run.add_argument("--uem-from-duration", action=argparse.BooleanOptionalAction, default=True,
+                     help="score 0..duration of each file that has no .uem (default on; off = union of "
+                          "reference and hypothesis extents)")
+    _add_scoring_options(run, uem_help="UEM file overriding DATASET/*.uem and --uem-from-duration")
+
+    sim = sub.add_parser(
+        "simulate", help="build multi-speaker conversations with exact references",
+        description="Concatenate single-speaker utterances (LibriSpeech layout <speaker>/*.flac) into "
+                    "conversations with pauses and controlled overlap; writes 16 kHz mono WAV + RTTM + UEM "
+                    "per conversation, groups.tsv (file -> <k>spk) and simulate.json. Same seed, same bytes.")
+    sim.add_argument("--data", default="../shared/data/librispeech-test-other",
+                     help="source utterances (default %(default)s, relative to the current directory)")
+    sim.add_argument("--out", required=True, metavar="DIR")
+    sim.add_argument("--num-files", type=int, default=10)
+    sim.add_argument("--min-speakers", type=int, default=2)
+    sim.add_argument("--max-speakers", type=int, default=4)
+    sim.add_argument("--turns", type=int, default=12, help="turns per conversation (at least one per speaker)")
+    sim.add_argument("--pause-mean", type=float, default=0.6, help="mean pause in s (exponential)")
+    sim.add_argument("--overlap-ratio", type=float, default=0.05,
+                     help="target overlapped time / speech time (default %(default)s)")
+    sim.add_argument("--overlap-min", type=float, default=0.3, help="shortest overlap in s")
+    sim.add_argument("--overlap-max", type=float, default=2.0, help="longest overlap in s")
+    sim.add_argument("--max-turn", type=float, default=0.0, help="cut utterances to this many s (0 = whole)")
+    sim.add_argument("--trim-db", type=float, default=40.0,
+                     help="trim leading/trailing audio this many dB below the loudest frame (0 = no trim)")
+    sim.add_argument("--split-pauses", type=float, default=0.3,
+                     help="pauses inside an utterance at least this long (s) are left out of the RTTM "
+                          "(0 = one RTTM line per utterance; default %(default)s)")
+    sim.add_argument("--pause-db", type=float, default=30.0,
+                     help="a pause is this many dB below the utterance's loudest frame (default %(default)s)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--prefix", default="sim", help="file name prefix (default %(default)s)")
+    return parser
+
+
+def _groups(path: str | None) -> dict[str, str] | None:
+    return readers.read_groups(path) if path else None
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .report import summary, write_reports
+    from .scoring import ScoreSettings, score_corpus
+
+    refs = readers.load_documents(args.ref)
+    hyps = readers.load_documents(args.hyp)
+    if not refs:
+        raise ReaderError(args.ref, None, "no reference annotation found")
+    uem = readers.read_uem(args.uem) if args.uem else None
+    settings = ScoreSettings(collar=args.collar, skip_overlap=args.skip_overlap, tcp_collar=args.tcp_collar)
+    scores = score_corpus(refs, hyps, settings, uem=uem, groups=_groups(args.groups))
+    print(summary(scores))
+    if args.out:
+        inputs = {"reference": args.ref, "hypothesis": args.hyp}
+        if args.uem:
+            inputs["uem"] = args.uem
+        if args.groups:
+            inputs["groups"] = args.groups
+        write_reports(scores, args.out, inputs=inputs, make_plots=not args.no_plots)
+        print(f"\nreports written to {args.out}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .report import summary
+    from .run import run_dataset
+    from .scoring import ScoreSettings
+
+    settings = ScoreSettings(collar=args.collar, skip_overlap=args.skip_overlap, tcp_collar=args.tcp_collar)
+    scores, runtime, failed = run_dataset(
+        args.dataset, args.out, model_dir=args.model_dir, device=args.device, num_speakers=args.num_speakers,
+        min_speakers=args.min_speakers, max_speakers=args.max_speakers, language=args.language,
+        settings=settings, uem_file=args.uem, uem_from_duration=args.uem_from_duration,
+        groups=_groups(args.groups), limit=args.limit, make_plots=not args.no_plots)
+    print(summary(scores))
+    total = runtime[-1]
+    print(f"\n{total['duration_s']:.1f} s of audio in {total['wall_s']:.1f} s (RTF {total['rtf']}), "
+          f"peak RSS {total['peak_rss_mib']:.0f} MiB; reports in {args.out}")
+    for f in failed:
+        print(f"FAILED {f}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import SimConfig, simulate
+
+    cfg = SimConfig(data=args.data, out=args.out, num_files=args.num_files, min_speakers=args.min_speakers,
+                    max_speakers=args.max_speakers, turns=args.turns, pause_mean=args.pause_mean,
+                    overlap_ratio=args.overlap_ratio, overlap_min=args.overlap_min, overlap_max=args.overlap_max,
+                    max_turn=args.max_turn, trim_db=args.trim_db, split_pauses=args.split_pauses, pause_db=args.pause_db,
+                    seed=args.seed, prefix=args.prefix)
+    conversations = simulate(cfg)
+    for c in conversations:
+        print(f"{c.uri}: {len(c.speakers)} speakers, {len(c.placements)} turns, "
+              f"{c.num_samples / 16000:.1f} s, overlap {100 * c.overlap_ratio:.1f}%")
+    print(f"wrote {len(conversations)} conversations to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    from .run import RunError
+    from .simulate import SimulationError
+
+    try:
+        return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate}[args.command](args)
+    except (ReaderError, RunError, SimulationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
