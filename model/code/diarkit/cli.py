@@ -17,7 +17,7 @@ from .writers import RENDERERS, parse_formats, write_outputs
 DEFAULT_MODEL_DIR = os.environ.get("DIARKIT_MODEL_DIR", "model")
 #: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
 #: ``handler`` (a function of the parsed args returning the exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("server", "worker")
 
 
 def _add_transcribe(sub) -> None:

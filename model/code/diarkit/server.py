@@ -1,0 +1,429 @@
+"""``diarkit serve``: the model directory behind SageMaker's container HTTP contract.
+
+GET /ping answers 503 while the models load and 200 once they are ready; POST
+/invocations takes the same requests as ``code/inference.py`` (both read them through
+``diarkit.options``). uvicorn and starlette do the HTTP. Inference runs on a fixed number
+of dedicated threads, each with its own pipeline copy (a pipeline is not safe to share
+between threads), so the event loop stays free to answer /ping during long inferences.
+Request bodies are streamed to a temporary directory that is removed after every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Callable
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import audio
+from .errors import DiarkitError, OptionsError
+from .options import (
+    CUSTOM_ATTRIBUTES_HEADER, PayloadTooLargeError, RequestOptions, empty_body_error, error_body,
+    negotiate_format, parse_custom_attributes, parse_json_payload, request_kind, transcribe_file,
+)
+
+logger = logging.getLogger(__name__)
+
+MiB = 1 << 20
+#: Body bytes gathered before one (threaded) write to the temporary file.
+WRITE_CHUNK = 1 * MiB
+
+
+@dataclass
+class ServeConfig:
+    model_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: inference threads, one pipeline copy each (GPU memory grows with it)
+    workers: int = 1
+    #: seconds from the request's arrival to its answer (upload, queue and inference)
+    timeout: float = 3600.0
+    max_body_bytes: int = 2048 * MiB
+    #: a JSON envelope is parsed in memory, so it gets a smaller limit than raw media
+    max_json_bytes: int = 100 * MiB
+    #: after SIGTERM, how long requests in flight may take (SageMaker kills at 30 s)
+    graceful_timeout: float = 25.0
+    device: str = "auto"
+    tmp_dir: str | None = None
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise OptionsError(f"workers must be at least 1, not {self.workers}")
+        if not 0 <= self.port <= 65535:
+            raise OptionsError(f"port must be between 0 and 65535, not {self.port}")
+        for name in ("timeout", "max_body_bytes", "max_json_bytes"):
+            if getattr(self, name) <= 0:
+                raise OptionsError(f"{name} must be positive, not {getattr(self, name)}")
+
+
+@dataclass
+class _Job:
+    fn: Callable[[Any], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    #: set when the request gave up (time limit, shutdown): a queued job is then skipped
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def execute(self, pipeline: Any) -> None:
+        if self.abandoned.is_set():
+            return
+        try:
+            result, error = self.fn(pipeline), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self._settle, result, error)
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+
+class WorkerPool:
+    """``count`` daemon threads; each loads one pipeline, then runs jobs in arrival order.
+
+    A job that outlives its request's time limit keeps its thread until it finishes (a
+    running inference cannot be interrupted), so the pool never runs more than ``count``
+    inferences at once. Daemon threads never hold up the exit after the grace period.
+    """
+
+    def __init__(self, load: Callable[[], Any], count: int = 1,
+                 on_failure: Callable[[BaseException], None] | None = None):
+        self._load = load
+        self.count = count
+        self.on_failure = on_failure
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._loaded = 0
+        #: jobs executing right now (a timed-out or cancelled job runs on to its end)
+        self.running = 0
+        self.error: BaseException | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None and self._loaded == self.count
+
+    def start(self) -> None:
+        for index in range(self.count):
+            threading.Thread(target=self._work, name=f"diarkit-inference-{index}", daemon=True).start()
+
+    def stop(self) -> None:
+        for _ in range(self.count):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        try:
+            pipeline = self._load()
+        except BaseException as exc:  # noqa: BLE001 - reported through /ping and the exit status
+            logger.error("loading the models failed: %s", exc, exc_info=not isinstance(exc, DiarkitError))
+            with self._lock:
+                first = self.error is None
+                self.error = self.error or exc
+            if first and self.on_failure is not None:
+                self.on_failure(exc)
+            return
+        with self._lock:
+            self._loaded += 1
+            if self.ready:
+                logger.info("models loaded: ready (%d inference worker(s))", self.count)
+        while (job := self._jobs.get()) is not None:
+            with self._lock:
+                self.running += 1
+            try:
+                job.execute(pipeline)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+    async def run(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(pipeline)`` on the next free worker; cancelling the wait abandons the job."""
+        loop = asyncio.get_running_loop()
+        job = _Job(fn, loop, loop.create_future())
+        self._jobs.put(job)
+        try:
+            return await job.future
+        except BaseException:
+            job.abandoned.set()
+            raise
+
+
+def _error(status: int, error: str, detail: str, *, close: bool = False) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status,
+                        headers={"connection": "close"} if close else None)
+
+
+class DiarkitServer:
+    """The starlette app: /ping, /invocations, and the worker pool started by its lifespan."""
+
+    def __init__(self, config: ServeConfig, load: Callable[[], Any] | None = None):
+        self.config = config
+        self.workers = WorkerPool(load or self._load_pipeline, config.workers)
+        self.app = Starlette(
+            routes=[Route("/ping", self.ping, methods=["GET"]),
+                    Route("/invocations", self.invocations, methods=["POST"])],
+            exception_handlers={HTTPException: self._http_error},
+            lifespan=self._lifespan,
+        )
+
+    def _load_pipeline(self):
+        from .pipeline import DiarkitPipeline
+
+        return DiarkitPipeline.from_model_dir(self.config.model_dir, device=self.config.device)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        self.workers.start()  # loads in the background: /ping says 503 meanwhile
+        yield
+        self.workers.stop()
+
+    async def _http_error(self, request: Request, exc: HTTPException) -> JSONResponse:
+        kind = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+        return _error(exc.status_code, kind, str(exc.detail))
+
+    def _not_ready(self) -> JSONResponse:
+        if self.workers.error is not None:
+            return _error(500, "model_load_failed", str(self.workers.error))
+        return _error(503, "loading", "the models are still loading; retry when GET /ping answers 200")
+
+    async def ping(self, request: Request) -> Response:
+        return Response(status_code=200) if self.workers.ready else self._not_ready()
+
+    async def invocations(self, request: Request) -> Response:
+        if not self.workers.ready:
+            return self._not_ready()
+        tmp: Path | None = None
+        try:
+            with anyio.fail_after(self.config.timeout):
+                tmp = Path(tempfile.mkdtemp(prefix="diarkit-", dir=self.config.tmp_dir))
+                return await self._invoke(request, tmp)
+        except DiarkitError as exc:
+            logger.info("request refused (%d %s): %s", exc.status, exc.kind, exc.message)
+            return _error(exc.status, **error_body(exc), close=isinstance(exc, PayloadTooLargeError))
+        except TimeoutError:
+            logger.warning("request timed out after %s s", self.config.timeout)
+            return _error(504, "timeout", f"no answer within the time limit of {self.config.timeout:g} s",
+                          close=True)
+        except ClientDisconnect:
+            logger.info("the client disconnected during the upload")
+            return _error(400, "client_disconnected", "the client went away during the upload")
+        except asyncio.CancelledError:  # SIGTERM's grace period ran out (the time limit is a TimeoutError)
+            logger.warning("shutting down before the request finished")
+            return _error(503, "shutting_down", "the server stopped before the request finished; send it again",
+                          close=True)
+        except Exception as exc:  # noqa: BLE001 - the server keeps serving
+            logger.exception("internal error")
+            return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    async def _invoke(self, request: Request, tmp: Path) -> Response:
+        headers = request.headers
+        kind = request_kind(headers.get("content-type"))
+        options = parse_custom_attributes(headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        if kind == "media":  # fail before the upload; a JSON body may still name the format
+            negotiate_format(headers.get("accept"), options.format)
+        limit = self.config.max_json_bytes if kind == "json" else self.config.max_body_bytes
+        media = tmp / "body"
+        if await _receive(request, media, limit) == 0:
+            raise empty_body_error()
+        if kind == "json":
+            options = (await anyio.to_thread.run_sync(_unpack_json, media, tmp / "media")).merged(options)
+            media = tmp / "media"
+        fmt = negotiate_format(headers.get("accept"), options.format)
+        # refuse what is not media at once, without waiting for an inference worker
+        await anyio.to_thread.run_sync(audio.probe, media)
+        reply = await self.workers.run(lambda pipeline: transcribe_file(pipeline, media, options, fmt))
+        return Response(reply.body, media_type=reply.content_type)
+
+
+async def _receive(request: Request, path: Path, limit: int) -> int:
+    """Stream the body to ``path`` (never whole in memory); its size in bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    size = 0
+    pending = bytearray()
+    with open(path, "wb") as out:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            pending += chunk
+            if len(pending) >= WRITE_CHUNK:
+                await anyio.to_thread.run_sync(out.write, pending)
+                pending = bytearray()
+        if pending:
+            await anyio.to_thread.run_sync(out.write, pending)
+    return size
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"the body is larger than the {limit / MiB:g} MiB limit",
+                                hint="raise --max-body-mb / --max-json-mb, or send raw media instead of JSON")
+
+
+def _unpack_json(body: Path, media: Path) -> RequestOptions:
+    payload = parse_json_payload(body.read_bytes())
+    if not payload.audio:
+        raise empty_body_error()
+    media.write_bytes(payload.audio)
+    body.unlink()
+    return payload.options
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising SIGTERM after its graceful shutdown: SageMaker wants exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig, frame) -> None:
+        if not self.should_exit:
+            logger.info("%s: no new connections; requests in flight get up to %g s",
+                        signal.Signals(sig).name, self.config.timeout_graceful_shutdown)
+        super().handle_exit(sig, frame)
+
+
+class _QuietPing(logging.Filter):
+    """Health checks come every few seconds; keep them out of the access log unless they fail."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and len(args) >= 5 and args[2] == "/ping" and args[4] == 200)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _number(value: Any, name: str, cast: Callable[[str], Any]) -> Any:
+    try:
+        return cast(value)
+    except (TypeError, ValueError):
+        raise OptionsError(f"{name} must be a number, not {value!r}") from None
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    """Flags win over environment variables, which win over the defaults."""
+
+    def pick(flag: Any, env_names: tuple[str, ...], default: Any, cast: Callable[[str], Any]) -> Any:
+        if flag is not None:
+            return flag
+        for env_name in env_names:
+            if (value := _env(env_name)) is not None:
+                return _number(value, env_name, cast)
+        return default
+
+    defaults = ServeConfig(model_dir=Path("."))
+    from .cli import DEFAULT_MODEL_DIR
+
+    return ServeConfig(
+        model_dir=Path(args.model_dir or DEFAULT_MODEL_DIR),
+        host=args.host or _env("DIARKIT_HOST", defaults.host),
+        port=pick(args.port, ("SAGEMAKER_BIND_TO_PORT",), defaults.port, int),
+        workers=pick(args.workers, ("SAGEMAKER_MODEL_SERVER_WORKERS",), defaults.workers, int),
+        timeout=pick(args.timeout, ("DIARKIT_REQUEST_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT"),
+                     defaults.timeout, float),
+        max_body_bytes=int(pick(args.max_body_mb, ("DIARKIT_MAX_BODY_MB",), defaults.max_body_bytes / MiB,
+                                float) * MiB),
+        max_json_bytes=int(pick(args.max_json_mb, ("DIARKIT_MAX_JSON_MB",), defaults.max_json_bytes / MiB,
+                                float) * MiB),
+        graceful_timeout=pick(args.graceful_timeout, ("DIARKIT_GRACEFUL_TIMEOUT",), defaults.graceful_timeout,
+                              float),
+        device=args.device or _env("DIARKIT_DEVICE", defaults.device),
+        tmp_dir=args.tmp_dir or _env("DIARKIT_TMPDIR"),
+    )
+
+
+def add_subcommand(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="serve the model directory over HTTP (SageMaker container contract)",
+        description="GET /ping and POST /invocations, as SageMaker runs a container with `serve`. "
+                    "Flags override the environment variables named in each help text.")
+    p.add_argument("--model-dir", help="model directory (env DIARKIT_MODEL_DIR; default: model/)")
+    p.add_argument("--host", help="address to listen on (env DIARKIT_HOST; default 127.0.0.1, "
+                                  "the container sets 0.0.0.0)")
+    p.add_argument("--port", type=int, help="port (env SAGEMAKER_BIND_TO_PORT; default 8080)")
+    p.add_argument("--workers", type=int,
+                   help="inference workers, one model copy each (env SAGEMAKER_MODEL_SERVER_WORKERS; default 1)")
+    p.add_argument("--timeout", type=float,
+                   help="per-request time limit in seconds, answered with 504 "
+                        "(env DIARKIT_REQUEST_TIMEOUT or SAGEMAKER_MODEL_SERVER_TIMEOUT; default 3600)")
+    p.add_argument("--max-body-mb", type=float, help="largest media body, MiB (env DIARKIT_MAX_BODY_MB; default 2048)")
+    p.add_argument("--max-json-mb", type=float, help="largest JSON body, MiB (env DIARKIT_MAX_JSON_MB; default 100)")
+    p.add_argument("--graceful-timeout", type=float,
+                   help="seconds requests in flight get after SIGTERM (env DIARKIT_GRACEFUL_TIMEOUT; default 25)")
+    p.add_argument("--device", help="auto (default), cpu or cuda (env DIARKIT_DEVICE)")
+    p.add_argument("--tmp-dir", help="where request bodies are spooled (env DIARKIT_TMPDIR; default: system temp)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    p.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.getLogger("diarkit").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        config = config_from_args(args)
+        from .modeldir import ModelDirectory
+
+        ModelDirectory(config.model_dir)  # a missing or broken manifest fails now, not after binding
+        if config.tmp_dir:
+            os.makedirs(config.tmp_dir, exist_ok=True)
+    except (DiarkitError, OSError) as exc:
+        logger.error("diarkit serve: %s", exc)
+        return 2
+    server_app = DiarkitServer(config)
+    server = _Server(uvicorn.Config(
+        server_app.app, host=config.host, port=config.port, lifespan="on", http="h11", loop="asyncio",
+        timeout_graceful_shutdown=config.graceful_timeout, server_header=False, log_level="info",
+    ))
+    server_app.workers.on_failure = lambda exc: setattr(server, "should_exit", True)
+    logging.getLogger("uvicorn.access").addFilter(_QuietPing())
+    logger.info("serving %s on http://%s:%d (%d worker(s), time limit %g s)", config.model_dir, config.host,
+                config.port, config.workers, config.timeout)
+    server.run()
+    status = 0
+    if server_app.workers.error is not None:
+        status = 2 if isinstance(server_app.workers.error, DiarkitError) else 1
+    if server_app.workers.running:
+        # an inference outlived the grace period: end now, as the interpreter's normal exit
+        # would abort in the native code still running on that thread
+        logger.warning("exiting with %d inference(s) unfinished", server_app.workers.running)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status

@@ -1,0 +1,1 @@
+"""The S3 trigger Lambda of the async endpoint (handler.py is zipped alone by deploy_async.py)."""
