@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SAMPLE = $$($(PY) -c "import importlib.util,os; print(os.path.join(os.path.dirname(importlib.util.find_spec('pyannote.audio').origin), 'sample', 'sample.wav'))")
 
-.PHONY: demo test bench system-deps install models clean clean-venv
+.PHONY: demo test bench eval system-deps install models clean clean-venv
 
 system-deps:
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
@@ -40,6 +40,13 @@ test: models
 
 bench: models
 	$(PY) -m pytest -m slow
+
+# the evaluation reports in eval/results (needs ../shared/data; see eval/RESULTS.md)
+eval: models
+	$(PY) -m eval run ../shared/data/ami-excerpts --out eval/results/ami --device cpu
+	rm -rf eval/work/sim
+	$(PY) -m eval simulate --out eval/work/sim --num-files 20 --min-speakers 2 --max-speakers 5 --overlap-ratio 0.05 --seed 0
+	$(PY) -m eval run eval/work/sim --out eval/results/sim --groups eval/work/sim/groups.tsv --device cpu
 
 clean:
 	rm -rf out .pytest_cache
