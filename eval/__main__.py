@@ -1,4 +1,4 @@
-"""``python -m eval {score,run,simulate}``: command line of the evaluation tools.
+"""``python -m eval {score,run,simulate,bench}``: command line of the evaluation tools.
 
 Exit codes: 0 ok, 1 some files failed in ``run``, 2 bad input (malformed file, missing data).
 """
@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a pause is this many dB below the utterance's loudest frame (default %(default)s)")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--prefix", default="sim", help="file name prefix (default %(default)s)")
+    bench = sub.add_parser(
+        "bench", help="speed and memory benchmark on 1/10/60-minute media, against whisperx + pyannote",
+        description="Build test media (AMI excerpts + simulated conversations, cycled to length), run diarkit on "
+                    "each in a fresh subprocess (per-stage wall time, RTF, peak RSS, cold model load), time the "
+                    "reference tools (whisperx tiny.en + straightforward pyannote.audio) on the 10-minute media, "
+                    "and write a Markdown report (plus .json) with the targets verdict.")
+    from .bench import add_arguments as _bench_arguments
+
+    _bench_arguments(bench)
     return parser
 
 
@@ -160,17 +169,25 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import cmd_bench as run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
     from .run import RunError
+    from .bench import BenchError
     from .simulate import SimulationError
 
     try:
-        return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate}[args.command](args)
-    except (ReaderError, RunError, SimulationError) as exc:
+        return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate,
+                "bench": cmd_bench}[args.command](args)
+    except (ReaderError, RunError, SimulationError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
