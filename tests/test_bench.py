@@ -1,0 +1,59 @@
+"""The benchmark's media builder (fast) and the 60-minute memory bound (slow, `make bench`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import SHARED_DATA
+
+from eval.bench import RSS_LIMIT_MIB, SAMPLE_RATE, build_media, run_diarkit_child, source_files
+
+
+def _sources(work):
+    if not (SHARED_DATA / "ami-excerpts").is_dir() or not (SHARED_DATA / "librispeech-test-other").is_dir():
+        pytest.skip(f"{SHARED_DATA} not found: the shared evaluation data is not on this machine")
+    return source_files(SHARED_DATA, work)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    return _sources(tmp_path_factory.mktemp("bench-sources"))
+
+
+def test_media_builder_is_exact_and_deterministic(sources, tmp_path):
+    # AMI excerpts and simulated conversations, interleaved
+    assert sources[0].suffix == ".flac" and sources[1].suffix == ".wav"
+    a = build_media(0.5, tmp_path / "a.wav", sources)
+    b = build_media(0.5, tmp_path / "b.wav", sources)
+    assert a["samples"] == b["samples"] == 30 * SAMPLE_RATE
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    info = sf.info(str(tmp_path / "a.wav"))
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (SAMPLE_RATE, 1, "PCM_16", 30 * SAMPLE_RATE)
+
+    # content: the first source, then the next ones; a shorter file is a prefix of a longer one
+    longer = build_media(1.5, tmp_path / "c.wav", sources)
+    assert longer["samples"] == 90 * SAMPLE_RATE and longer["pieces"] >= 2
+    short, _ = sf.read(str(tmp_path / "a.wav"), dtype="int16")
+    long_, _ = sf.read(str(tmp_path / "c.wav"), dtype="int16")
+    assert np.array_equal(short, long_[: short.size])
+    first, _ = sf.read(str(sources[0]), dtype="int16")
+    n = min(first.size, short.size)
+    assert np.array_equal(short[:n], first[:n])
+    assert np.abs(long_.astype(np.float32)).max() > 1000  # real audio, not silence
+
+
+@pytest.mark.slow
+def test_sixty_minutes_within_memory_bound(sources, tmp_path, model_dir):
+    media = build_media(60, tmp_path / "bench_60min.wav", sources)
+    assert media["duration"] == 3600
+    run = run_diarkit_child(media["path"], model_dir, tmp_path / "out")
+    assert run["duration"] == pytest.approx(3600, abs=0.1)
+    assert run["peak_rss_mib"] <= RSS_LIMIT_MIB, f"peak RSS {run['peak_rss_mib']:.0f} MiB over 2.5 GB"
+    assert run["num_speakers"] >= 2 and run["num_words"] > 1000
+    doc = json.loads((tmp_path / "out" / "bench_60min.json").read_text())
+    assert doc["speakers"] and any(seg["words"] for seg in doc["segments"])
+    assert all(w.get("speaker") for seg in doc["segments"] for w in seg["words"][:5])
