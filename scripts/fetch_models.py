@@ -73,6 +73,10 @@ TORCHAUDIO_MODELS = "https://download.pytorch.org/torchaudio/models/"
 #       upload (later commits only edit the README)
 #   pyannote/speaker-diarization-community-1 3533c8cf... the release revision (config.yaml,
 #       segmentation/, embedding/, plda/)
+# pyannote segmentation v2, shipped inside the whisperx wheel (offline)
+_WHISPERX_SEGMENTATION = {"type": "package", "package": "whisperx", "module": "whisperx",
+                          "path": "assets/pytorch_model.bin",
+                          "name": "pyannote/segmentation (v2, whisperx VAD asset)"}
 _SEGMENTATION_30 = {"type": "hf", "repo": "pyannote/segmentation-3.0",
                     "revision": "e66f3d3b9eb0873085418a7b813d3b369bf160bb",
                     "files": ["pytorch_model.bin"], "gated": True}
@@ -102,8 +106,7 @@ PROFILES: dict[str, list[dict]] = {
         },
         {
             "role": "segmentation", "kind": "pyannote-segmentation",
-            "source": {"type": "package", "package": "whisperx", "module": "whisperx",
-                       "path": "assets/pytorch_model.bin", "name": "pyannote/segmentation (v2, whisperx VAD asset)"},
+            "source": _WHISPERX_SEGMENTATION,
             "target": "segmentation/pytorch_model.bin",
             "size_mb": 18,
         },
@@ -149,8 +152,7 @@ PROFILES: dict[str, list[dict]] = {
         _WAV2VEC2_EN,
         {
             "role": "vad", "kind": "pyannote-segmentation",
-            "source": {"type": "package", "package": "whisperx", "module": "whisperx",
-                       "path": "assets/pytorch_model.bin", "name": "pyannote/segmentation (v2, whisperx VAD asset)"},
+            "source": _WHISPERX_SEGMENTATION,
             "target": "vad/pytorch_model.bin",
             "size_mb": 18,
         },

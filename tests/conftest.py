@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,11 +85,6 @@ def requires_shared_data(sub: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found: the shared evaluation data is not on this machine")
     return path
-
-
-@pytest.fixture(scope="session")
-def has_ffmpeg() -> bool:
-    return shutil.which("ffmpeg") is not None
 
 
 @pytest.fixture(scope="session")
