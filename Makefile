@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SAMPLE = $$($(PY) -c "import importlib.util,os; print(os.path.join(os.path.dirname(importlib.util.find_spec('pyannote.audio').origin), 'sample', 'sample.wav'))")
+SAMPLE_DIR = $$($(PY) -c "import importlib.util,os; print(os.path.join(os.path.dirname(importlib.util.find_spec('pyannote.audio').origin), 'sample'))")
 
 .PHONY: demo test bench eval system-deps install models clean clean-venv
 
@@ -43,10 +44,14 @@ bench: models
 
 # the evaluation reports in eval/results (needs ../shared/data; see eval/RESULTS.md)
 eval: models
-	$(PY) -m eval run ../shared/data/ami-excerpts --out eval/results/ami --device cpu
+	$(PY) -m eval run ../shared/data/ami-excerpts --out eval/results/ami --groups eval/ami_groups.tsv --device cpu
 	rm -rf eval/work/sim
 	$(PY) -m eval simulate --out eval/work/sim --num-files 20 --min-speakers 2 --max-speakers 5 --overlap-ratio 0.05 --seed 0
 	$(PY) -m eval run eval/work/sim --out eval/results/sim --groups eval/work/sim/groups.tsv --device cpu
+	$(PY) -m eval run $(SAMPLE_DIR) --out eval/results/sample --device cpu
+	rm -rf eval/work/sim-tuning
+	$(PY) -m eval simulate --out eval/work/sim-tuning --num-files 20 --min-speakers 2 --max-speakers 5 --overlap-ratio 0.05 --seed 100
+	$(PY) -m eval run eval/work/sim-tuning --out eval/results/sim-tuning --groups eval/work/sim-tuning/groups.tsv --device cpu
 
 clean:
 	rm -rf out .pytest_cache

@@ -30,8 +30,9 @@ def der(result, sample_rttm) -> float:
     return metric(reference, hypothesis(result), uem=Segment(0, result.duration))
 
 
-def test_sample_der_at_most_15_percent(sample_result, sample_rttm):
-    assert der(sample_result, sample_rttm) <= 0.15
+def test_sample_der_at_most_7_percent(sample_result, sample_rttm):
+    # measured 4.8% with the default settings (eval/RESULTS.md); issue 7's target is 8%
+    assert der(sample_result, sample_rttm) <= 0.07
 
 
 def test_sample_finds_two_speakers_without_hints(sample_result):

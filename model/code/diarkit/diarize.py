@@ -3,7 +3,8 @@
 pyannote's ``SpeakerDiarization`` builds its embedding model from a hub name in
 ``__init__``; here its parts are passed in instead (the segmentation model already
 loaded for VAD, a packaged speaker encoder, agglomerative clustering), and the
-segmentation computed once per file is reused rather than recomputed.
+segmentation computed once per file is reused rather than recomputed. The clustering
+checks its speaker count on long stretches of audio (``diarkit.clustering``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pyannote.core import Annotation, SlidingWindowFeature
 from pyannote.pipeline.parameter import ParamDict, Uniform
 
 from .audio import SAMPLE_RATE
+from .clustering import SplitCheckedClustering
 from .embedding import MelSpeakerEncoder
 from .result import SpeakerTurn
 from .segmentation import Segmentation, Segmenter
@@ -32,12 +34,16 @@ logger = logging.getLogger(__name__)
 class DiarizationOptions:
     """Hyper-parameters; the defaults are the ones chosen on held-out data (eval/RESULTS.md)."""
 
-    segmentation_threshold: float = 0.5
+    segmentation_threshold: float = 0.45
     min_duration_off: float = 0.0
     clustering: str = "AgglomerativeClustering"
     clustering_method: str = "centroid"
     clustering_threshold: float = 0.5
     min_cluster_size: int = 12
+    # split a speaker in two when the pooled embeddings of its halves are below this cosine
+    # similarity (diarkit.clustering); None keeps pyannote's clustering as it is
+    speaker_split_threshold: float | None = 0.75
+    min_split_seconds: float = 2.0
     embedding_exclude_overlap: bool = True
     embedding_batch_size: int = 32
 
@@ -72,7 +78,12 @@ class LocalSpeakerDiarization(SpeakerDiarization):
         self.segmentation = ParamDict(threshold=Uniform(0.1, 0.9), min_duration_off=Uniform(0.0, 1.0))
         self._embedding = encoder
         self._audio = Audio(sample_rate=encoder.sample_rate, mono="downmix")
-        self.clustering = Clustering[options.clustering].value(metric=encoder.metric)
+        if options.clustering == "AgglomerativeClustering" and options.speaker_split_threshold is not None:
+            self.clustering = SplitCheckedClustering(
+                encoder, split_threshold=options.speaker_split_threshold,
+                min_split_seconds=options.min_split_seconds, metric=encoder.metric)
+        else:
+            self.clustering = Clustering[options.clustering].value(metric=encoder.metric)
         self._expects_num_speakers = self.clustering.expects_num_clusters
 
     def reconstruct(self, segmentations: SlidingWindowFeature, hard_clusters: np.ndarray,

@@ -1,0 +1,133 @@
+"""Speaker clustering: agglomerative clustering, then a speaker-count check on long audio.
+
+Chunk-level d-vectors (a few seconds of one local speaker) are noisy, so a threshold
+that keeps two similar voices apart also splits one voice in two elsewhere: the speaker
+count is fragile. One embedding over *all* of a cluster's single-speaker speech is far
+steadier (on the tuning conversations, same-speaker halves score >= 0.88 cosine, different
+speakers <= 0.78). So after agglomerative clustering, each cluster is split in two with
+k-means on its chunk embeddings, each half is embedded from its own pooled audio, and the
+split is kept when the halves sound like different people. Merging is left to the
+agglomerative step, whose threshold is set to merge rather than split (eval/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from pyannote.audio.pipelines.clustering import AgglomerativeClustering
+from pyannote.core import SlidingWindow, SlidingWindowFeature
+from sklearn.cluster import KMeans
+
+logger = logging.getLogger(__name__)
+
+
+def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWindow,
+                          members: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
+    """Samples where the (chunk, local speaker) ``members`` speak and nobody else does.
+
+    A frame counts when at least half of the chunks that cover it agree, so a voice is
+    pooled from its clean stretches rather than from overlaps and turn edges.
+    """
+    data = segmentations.data  # (chunks, frames, local speakers), binarized
+    num_chunks, num_frames, _ = data.shape
+    ours = np.any(data * members[:, None, :], axis=2)
+    others = np.any(data * ~members[:, None, :], axis=2)
+    exclusive = (ours & ~others).astype(np.float32)
+    chunks = segmentations.sliding_window
+    offsets = np.rint(np.array([chunks[c].start for c in range(num_chunks)]) / frames.step).astype(int)
+    total = int(offsets[-1]) + num_frames
+    votes = np.zeros(total, dtype=np.float32)
+    cover = np.zeros(total, dtype=np.float32)
+    index = offsets[:, None] + np.arange(num_frames)[None, :]
+    np.add.at(votes, index, exclusive)
+    np.add.at(cover, index, 1.0)
+    keep = votes >= 0.5 * np.maximum(cover, 1.0)
+    edges = np.rint((frames.start + np.arange(total + 1) * frames.step) * sample_rate).astype(int)
+    mask = np.zeros(num_samples, dtype=bool)
+    for start, end in zip(edges[:-1][keep], edges[1:][keep]):
+        mask[max(start, 0):min(end, num_samples)] = True
+    return mask
+
+
+class SplitCheckedClustering(AgglomerativeClustering):
+    """pyannote's agglomerative clustering plus the long-audio split check above.
+
+    ``split_threshold`` is a cosine similarity between the two halves' pooled embeddings:
+    below it, they are two speakers. The check is skipped when the caller fixes the number
+    of speakers, and never goes above ``max_clusters``.
+    """
+
+    def __init__(self, encoder, *, split_threshold: float = 0.75,
+                 min_split_seconds: float = 2.0, min_split_members: int = 12, metric: str = "cosine"):
+        super().__init__(metric=metric)
+        self.encoder = encoder
+        self.split_threshold = split_threshold
+        self.min_split_seconds = min_split_seconds
+        self.min_split_members = min_split_members
+
+    def __call__(self, embeddings, segmentations=None, num_clusters=None, min_clusters=None,
+                 max_clusters=None, file=None, frames=None, **kwargs):
+        hard, soft, centroids = super().__call__(
+            embeddings=embeddings, segmentations=segmentations, num_clusters=num_clusters,
+            min_clusters=min_clusters, max_clusters=max_clusters, **kwargs)
+        if num_clusters is not None or file is None or segmentations is None or frames is None:
+            return hard, soft, centroids
+        refined = self.split(hard, embeddings, segmentations, frames, file, max_clusters)
+        if np.array_equal(refined, hard):
+            return hard, soft, centroids
+        return refined, None, self.centroids_of(refined, embeddings)
+
+    def pooled_embedding(self, waveform: np.ndarray, segmentations, frames, members,
+                         sample_rate) -> np.ndarray | None:
+        mask = exclusive_speech_mask(segmentations, frames, members, waveform.shape[0], sample_rate)
+        if mask.sum() < self.min_split_seconds * sample_rate:
+            return None
+        import torch
+
+        embedding = self.encoder(torch.from_numpy(waveform[mask])[None, None], masks=None)[0]
+        return None if np.isnan(embedding[0]) else embedding
+
+    def split(self, hard: np.ndarray, embeddings: np.ndarray, segmentations, frames, file,
+              max_clusters) -> np.ndarray:
+        waveform = file["waveform"].reshape(-1).numpy()
+        sample_rate = file["sample_rate"]
+        valid = ~np.any(np.isnan(embeddings), axis=2)
+        hard = hard.copy()
+        limit = max_clusters if max_clusters is not None else np.inf
+        queue = list(range(int(hard.max()) + 1))
+        while queue and int(hard.max()) + 1 < limit:
+            k = queue.pop(0)
+            selected = (hard == k) & valid
+            if selected.sum() < 2 * self.min_split_members:
+                continue
+            vectors = embeddings[selected]
+            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+            halves = KMeans(n_clusters=2, n_init=5, random_state=0).fit_predict(vectors)
+            if min(np.sum(halves == 0), np.sum(halves == 1)) < self.min_split_members:
+                continue
+            new = int(hard.max()) + 1
+            candidate = hard.copy()
+            rows, cols = np.nonzero(selected)
+            candidate[rows[halves == 1], cols[halves == 1]] = new
+            first = self.pooled_embedding(waveform, segmentations, frames, candidate == k, sample_rate)
+            second = self.pooled_embedding(waveform, segmentations, frames, candidate == new, sample_rate)
+            if first is None or second is None:
+                continue
+            similarity = float(first @ second) / (np.linalg.norm(first) * np.linalg.norm(second))
+            logger.debug("speaker %d: halves at cosine %.3f", k, similarity)
+            if similarity < self.split_threshold:
+                logger.info("speaker %d split in two (halves at cosine %.2f)", k, similarity)
+                hard = candidate
+                queue += [k, new]
+        return hard
+
+    @staticmethod
+    def centroids_of(hard: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        num_clusters = int(hard.max()) + 1
+        centroids = np.zeros((num_clusters, embeddings.shape[-1]), dtype=np.float32)
+        for k in range(num_clusters):
+            vectors = embeddings[(hard == k) & ~np.any(np.isnan(embeddings), axis=2)]
+            if len(vectors):
+                centroids[k] = np.mean(vectors, axis=0)
+        return centroids
