@@ -59,9 +59,11 @@ class SplitCheckedClustering(AgglomerativeClustering):
     """
 
     def __init__(self, encoder, *, split_threshold: float = 0.75,
-                 min_split_seconds: float = 2.0, min_split_members: int = 12, metric: str = "cosine"):
+                 min_split_seconds: float = 2.0, min_split_members: int = 12,
+                 max_pooled_seconds: float = 120.0, metric: str = "cosine"):
         super().__init__(metric=metric)
         self.encoder = encoder
+        self.max_pooled_seconds = max_pooled_seconds
         self.split_threshold = split_threshold
         self.min_split_seconds = min_split_seconds
         self.min_split_members = min_split_members
@@ -85,7 +87,14 @@ class SplitCheckedClustering(AgglomerativeClustering):
             return None
         import torch
 
-        embedding = self.encoder(torch.from_numpy(waveform[mask])[None, None], masks=None)[0]
+        speech = waveform[mask]
+        limit = int(self.max_pooled_seconds * sample_rate)
+        if len(speech) > limit:
+            # a voice is steady well before 2 minutes; ten pieces spread over the file keep the
+            # encoder's spectrogram small on hour-long media
+            piece, take = len(speech) // 10, limit // 10
+            speech = np.concatenate([speech[i * piece:i * piece + take] for i in range(10)])
+        embedding = self.encoder(torch.from_numpy(speech)[None, None], masks=None)[0]
         return None if np.isnan(embedding[0]) else embedding
 
     def split(self, hard: np.ndarray, embeddings: np.ndarray, segmentations, frames, file,

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DiarizationOptions:
-    """Hyper-parameters; the defaults are the ones chosen on held-out data (eval/RESULTS.md)."""
+    """Hyper-parameters; the defaults were chosen on the tuning files of eval/RESULTS.md."""
 
     segmentation_threshold: float = 0.45
     min_duration_off: float = 0.0
