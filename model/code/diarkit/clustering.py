@@ -123,7 +123,7 @@ class SplitCheckedClustering(AgglomerativeClustering):
             second = self.pooled_embedding(waveform, segmentations, frames, candidate == new, sample_rate)
             if first is None or second is None:
                 continue
-            similarity = float(first @ second) / (np.linalg.norm(first) * np.linalg.norm(second))
+            similarity = float(first @ second)  # the encoder returns unit vectors
             logger.debug("speaker %d: halves at cosine %.3f", k, similarity)
             if similarity < self.split_threshold:
                 logger.info("speaker %d split in two (halves at cosine %.2f)", k, similarity)
