@@ -52,6 +52,10 @@ eval: models
 	rm -rf eval/work/sim-tuning
 	$(PY) -m eval simulate --out eval/work/sim-tuning --num-files 20 --min-speakers 2 --max-speakers 5 --overlap-ratio 0.05 --seed 100
 	$(PY) -m eval run eval/work/sim-tuning --out eval/results/sim-tuning --groups eval/work/sim-tuning/groups.tsv --device cpu
+	$(PY) -m eval floor ../shared/data/ami-excerpts --thresholds 0.25,0.45,0.5 --out eval/results/floor/ami.md
+	$(PY) -m eval floor eval/work/sim --thresholds 0.25,0.45,0.5 --out eval/results/floor/sim.md
+	$(PY) -m eval floor eval/work/sim-tuning --thresholds 0.45 --out eval/results/floor/sim-tuning.md
+	$(PY) -m eval floor $(SAMPLE_DIR) --thresholds 0.45 --out eval/results/floor/sample.md
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,4 +1,4 @@
-"""``python -m eval {score,run,simulate,bench}``: command line of the evaluation tools.
+"""``python -m eval {score,run,simulate,bench,floor}``: command line of the evaluation tools.
 
 Exit codes: 0 ok, 1 some files failed in ``run``, 2 bad input (malformed file, missing data).
 """
@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_arguments as _bench_arguments
 
     _bench_arguments(bench)
+    floor = sub.add_parser(
+        "floor", help="DER with oracle clustering: what segmentation alone costs",
+        description="Run diarkit's segmentation on DATASET (media with same-stem .rttm) and score three "
+                    "diarizations per segmentation threshold: diarkit's clustering, pyannote's oracle "
+                    "clustering (true speaker of every local track), and oracle clustering with the reference "
+                    "speaker count per frame. No clustering can go below the oracle row.")
+    from .floor import add_arguments as _floor_arguments
+
+    _floor_arguments(floor)
     return parser
 
 
@@ -175,6 +184,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_floor(args: argparse.Namespace) -> int:
+    from .floor import cmd_floor as run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
@@ -186,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate,
-                "bench": cmd_bench}[args.command](args)
+                "bench": cmd_bench, "floor": cmd_floor}[args.command](args)
     except (ReaderError, RunError, SimulationError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
