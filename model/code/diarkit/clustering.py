@@ -6,8 +6,11 @@ count is fragile. One embedding over *all* of a cluster's single-speaker speech 
 steadier (on the tuning conversations, same-speaker halves score >= 0.88 cosine, different
 speakers <= 0.78). So after agglomerative clustering, each cluster is split in two with
 k-means on its chunk embeddings, each half is embedded from its own pooled audio, and the
-split is kept when the halves sound like different people. Merging is left to the
-agglomerative step, whose threshold is set to merge rather than split (eval/RESULTS.md).
+split is kept when the halves sound like different people. Then the reverse: a speaker
+with little speech (under 8 s and under 10% of the file's single-speaker speech) is most
+often a fragment of another voice, so it joins the speaker whose pooled embedding is
+closest when they are at least at cosine 0.78 (eval/RESULTS.md). The share keeps short
+files, where every speaker talks for a few seconds, out of it.
 """
 
 from __future__ import annotations
@@ -51,18 +54,24 @@ def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWi
 
 
 class SplitCheckedClustering(AgglomerativeClustering):
-    """pyannote's agglomerative clustering plus the long-audio split check above.
+    """pyannote's agglomerative clustering plus the split check and small-speaker merge above.
 
     ``split_threshold`` is a cosine similarity between the two halves' pooled embeddings:
-    below it, they are two speakers. The check is skipped when the caller fixes the number
-    of speakers, and never goes above ``max_clusters``.
+    below it, they are two speakers. ``small_merge_threshold`` (None: no merge) is the pooled
+    cosine at which a small speaker joins its closest one. Both are skipped when the caller
+    fixes the number of speakers; the split never goes above ``max_clusters`` and the merge
+    never below ``min_clusters``.
     """
 
     def __init__(self, encoder, *, split_threshold: float = 0.75,
                  min_split_seconds: float = 2.0, min_split_members: int = 12,
-                 max_pooled_seconds: float = 120.0, metric: str = "cosine"):
+                 max_pooled_seconds: float = 120.0, small_merge_threshold: float | None = 0.78,
+                 small_seconds: float = 8.0, small_share: float = 0.1, metric: str = "cosine"):
         super().__init__(metric=metric)
         self.encoder = encoder
+        self.small_merge_threshold = small_merge_threshold
+        self.small_seconds = small_seconds
+        self.small_share = small_share
         self.max_pooled_seconds = max_pooled_seconds
         self.split_threshold = split_threshold
         self.min_split_seconds = min_split_seconds
@@ -76,6 +85,8 @@ class SplitCheckedClustering(AgglomerativeClustering):
         if num_clusters is not None or file is None or segmentations is None or frames is None:
             return hard, soft, centroids
         refined = self.split(hard, embeddings, segmentations, frames, file, max_clusters)
+        if self.small_merge_threshold is not None:
+            refined = self.merge_small(refined, segmentations, frames, file, min_clusters)
         if np.array_equal(refined, hard):
             return hard, soft, centroids
         return refined, None, self.centroids_of(refined, embeddings)
@@ -130,6 +141,43 @@ class SplitCheckedClustering(AgglomerativeClustering):
                 hard = candidate
                 queue += [k, new]
         return hard
+
+    def merge_small(self, hard: np.ndarray, segmentations, frames, file, min_clusters) -> np.ndarray:
+        waveform = file["waveform"].reshape(-1).numpy()
+        sample_rate = file["sample_rate"]
+        hard = hard.copy()
+        clusters = [int(k) for k in np.unique(hard) if k >= 0]
+        seconds = {k: exclusive_speech_mask(segmentations, frames, hard == k, waveform.shape[0],
+                                            sample_rate).sum() / sample_rate for k in clusters}
+        small_below = min(self.small_seconds, self.small_share * sum(seconds.values()))
+        small = sorted((k for k in clusters if seconds[k] < small_below), key=seconds.get)
+        if not small:
+            return hard
+        pooled = {k: self.pooled_embedding(waveform, segmentations, frames, hard == k, sample_rate)
+                  for k in clusters}
+        floor = min_clusters or 1
+        for k in small:
+            if len(pooled) <= floor or pooled[k] is None or seconds[k] >= small_below:
+                continue
+            others = [j for j in pooled if j != k and pooled[j] is not None]
+            if not others:
+                continue
+            similarity = {j: float(pooled[k] @ pooled[j]) for j in others}
+            target = max(similarity, key=similarity.get)
+            if similarity[target] < self.small_merge_threshold:
+                continue
+            logger.info("speaker %d (%.1f s) merged into speaker %d (pooled cosine %.2f)",
+                        k, seconds[k], target, similarity[target])
+            hard[hard == k] = target
+            seconds[target] += seconds[k]  # the union's exclusive speech, near enough for this test
+            del pooled[k]
+            pooled[target] = self.pooled_embedding(waveform, segmentations, frames, hard == target, sample_rate)
+        # labels 0..K-1 again, in order of first use
+        relabel = {old: new for new, old in enumerate(int(k) for k in np.unique(hard) if k >= 0)}
+        out = hard.copy()
+        for old, new in relabel.items():
+            out[hard == old] = new
+        return out
 
     @staticmethod
     def centroids_of(hard: np.ndarray, embeddings: np.ndarray) -> np.ndarray:

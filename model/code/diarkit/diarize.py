@@ -44,6 +44,11 @@ class DiarizationOptions:
     # similarity (diarkit.clustering); None keeps pyannote's clustering as it is
     speaker_split_threshold: float | None = 0.75
     min_split_seconds: float = 2.0
+    # then a speaker with under small_speaker_seconds and under small_speaker_share of the
+    # single-speaker speech joins its closest speaker at this pooled cosine (None: never)
+    small_speaker_merge_threshold: float | None = 0.78
+    small_speaker_seconds: float = 8.0
+    small_speaker_share: float = 0.1
     embedding_exclude_overlap: bool = True
     embedding_batch_size: int = 32
 
@@ -81,7 +86,10 @@ class LocalSpeakerDiarization(SpeakerDiarization):
         if options.clustering == "AgglomerativeClustering" and options.speaker_split_threshold is not None:
             self.clustering = SplitCheckedClustering(
                 encoder, split_threshold=options.speaker_split_threshold,
-                min_split_seconds=options.min_split_seconds, metric=encoder.metric)
+                min_split_seconds=options.min_split_seconds,
+                small_merge_threshold=options.small_speaker_merge_threshold,
+                small_seconds=options.small_speaker_seconds, small_share=options.small_speaker_share,
+                metric=encoder.metric)
         else:
             self.clustering = Clustering[options.clustering].value(metric=encoder.metric)
         self._expects_num_speakers = self.clustering.expects_num_clusters
