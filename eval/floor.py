@@ -139,13 +139,13 @@ def floor_dataset(dataset: str | Path, thresholds: list[float], *, model_dir: st
     if min_duration_off is not None:
         options.min_duration_off = min_duration_off
     pipeline = LocalSpeakerDiarization(segmenter, encoder, options)
-    parts = _Parts(segmenter, pipeline, OracleClustering(), options)
+    oracle = OracleClustering()
 
     totals = {(t, m): FloorRow(t, m, options.min_duration_off) for t in thresholds for m in MODES}
     failed = []
     for item in items:
         try:
-            rows = parts.score_file(item, references[item.stem], thresholds)
+            rows = score_file(item, references[item.stem], thresholds, segmenter, pipeline, oracle, options)
         except Exception as exc:  # noqa: BLE001 - one bad file must not lose the others
             log.error("%s: %s (left out of the totals)", item.media, exc)
             failed.append(f"{item.media}: {exc}")
@@ -155,74 +155,67 @@ def floor_dataset(dataset: str | Path, thresholds: list[float], *, model_dir: st
     return list(totals.values()), failed
 
 
-@dataclass
-class _Parts:
-    segmenter: object
-    pipeline: object
-    oracle: object
-    options: object
+def score_file(item, doc, thresholds: list[float], segmenter, pipeline, oracle,
+               options) -> dict[tuple[float, str], FloorRow]:
+    import torch
+    from pyannote.audio.utils.signal import binarize
+    from pyannote.core import Annotation, Segment, SlidingWindowFeature
+    from pyannote.metrics.diarization import DiarizationErrorRate
+    from diarkit.audio import SAMPLE_RATE, decode
+    from diarkit.diarize import LocalSpeakerDiarization
 
-    def score_file(self, item, doc, thresholds: list[float]) -> dict[tuple[float, str], FloorRow]:
-        import torch
-        from pyannote.audio.utils.signal import binarize
-        from pyannote.core import Annotation, Segment, SlidingWindowFeature
-        from pyannote.metrics.diarization import DiarizationErrorRate
-        from diarkit.audio import SAMPLE_RATE, decode
-        from diarkit.diarize import LocalSpeakerDiarization
-
-        audio = decode(item.media)
-        duration = len(audio) / SAMPLE_RATE
-        reference = to_annotation(doc.turns, item.stem)
-        uem = doc.uem or [(0.0, duration)]
-        segmentation = self.segmenter(audio)
-        file = {"waveform": torch.from_numpy(audio).unsqueeze(0), "sample_rate": SAMPLE_RATE,
-                "uri": item.stem, "annotation": reference}
-        log.info("%s: %.1f s, %d reference speakers", item.stem, duration, len(reference.labels()))
-        pipeline, options = self.pipeline, self.options
-        rows = {}
-        for threshold in thresholds:
-            pipeline.instantiate({**options.parameters(), "segmentation": {
-                "threshold": threshold, "min_duration_off": options.min_duration_off}})
-            binarized = binarize(segmentation.chunks, onset=threshold, initial_state=False)
-            count = pipeline.speaker_count(binarized, self.segmenter.frames, warm_up=(0.0, 0.0))
-            reference_frames = reference_count(reference, count.sliding_window, count.data.shape[0])
-            inactive = np.sum(binarized.data, axis=1) == 0
-            for mode in MODES:
-                if mode == MODES[0]:
-                    own = {"waveform": file["waveform"], "sample_rate": SAMPLE_RATE, "uri": item.stem,
-                           LocalSpeakerDiarization.PRECOMPUTED: segmentation.chunks}
-                    with torch.inference_mode():
-                        hypothesis = pipeline(own).speaker_diarization
-                    frame_count = count.data[:, 0].astype(np.int64)
-                else:
-                    hard, _, _ = self.oracle(segmentations=binarized, file=file, frames=self.segmenter.frames)
-                    hard = hard.copy()
-                    hard[inactive] = -2
-                    mode_count = SlidingWindowFeature(count.data.astype(np.int8), count.sliding_window)
-                    if mode == MODES[2]:
-                        mode_count.data = reference_frames.reshape(-1, 1).astype(np.int8)
-                    frame_count = mode_count.data[:, 0].astype(np.int64)
-                    hypothesis = Annotation(uri=item.stem)
-                    if np.max(frame_count) > 0:
-                        discrete = pipeline.reconstruct(segmentation.chunks, hard, mode_count)
-                        hypothesis = pipeline.to_annotation(discrete, min_duration_on=0.0,
-                                                            min_duration_off=options.min_duration_off)
-                row = FloorRow(threshold, mode, options.min_duration_off, files=[item.stem])
-                metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
-                for start, end in uem:
-                    scored = metric(reference, hypothesis, uem=Segment(start, end), detailed=True)
-                    row.reference_s += scored["total"]
-                    row.missed_s += scored["missed detection"]
-                    row.false_alarm_s += scored["false alarm"]
-                    row.confusion_s += scored["confusion"]
-                row.reference_frames = int(reference_frames.sum())
-                row.count_silent_frames = int(reference_frames[frame_count == 0].sum())
-                above = (frame_count > 0) & (reference_frames > frame_count)
-                row.count_overlap_frames = int((reference_frames[above] - frame_count[above]).sum())
-                extra = frame_count > reference_frames
-                row.count_extra_frames = int((frame_count[extra] - reference_frames[extra]).sum())
-                rows[(threshold, mode)] = row
-        return rows
+    audio = decode(item.media)
+    duration = len(audio) / SAMPLE_RATE
+    reference = to_annotation(doc.turns, item.stem)
+    uem = doc.uem or [(0.0, duration)]
+    segmentation = segmenter(audio)
+    file = {"waveform": torch.from_numpy(audio).unsqueeze(0), "sample_rate": SAMPLE_RATE,
+            "uri": item.stem, "annotation": reference}
+    log.info("%s: %.1f s, %d reference speakers", item.stem, duration, len(reference.labels()))
+    rows = {}
+    for threshold in thresholds:
+        pipeline.instantiate({**options.parameters(), "segmentation": {
+            "threshold": threshold, "min_duration_off": options.min_duration_off}})
+        binarized = binarize(segmentation.chunks, onset=threshold, initial_state=False)
+        count = pipeline.speaker_count(binarized, segmenter.frames, warm_up=(0.0, 0.0))
+        reference_frames = reference_count(reference, count.sliding_window, count.data.shape[0])
+        inactive = np.sum(binarized.data, axis=1) == 0
+        for mode in MODES:
+            if mode == MODES[0]:
+                own = {"waveform": file["waveform"], "sample_rate": SAMPLE_RATE, "uri": item.stem,
+                       LocalSpeakerDiarization.PRECOMPUTED: segmentation.chunks}
+                with torch.inference_mode():
+                    hypothesis = pipeline(own).speaker_diarization
+                frame_count = count.data[:, 0].astype(np.int64)
+            else:
+                hard, _, _ = oracle(segmentations=binarized, file=file, frames=segmenter.frames)
+                hard = hard.copy()
+                hard[inactive] = -2
+                mode_count = SlidingWindowFeature(count.data.astype(np.int8), count.sliding_window)
+                if mode == MODES[2]:
+                    mode_count.data = reference_frames.reshape(-1, 1).astype(np.int8)
+                frame_count = mode_count.data[:, 0].astype(np.int64)
+                hypothesis = Annotation(uri=item.stem)
+                if np.max(frame_count) > 0:
+                    discrete = pipeline.reconstruct(segmentation.chunks, hard, mode_count)
+                    hypothesis = pipeline.to_annotation(discrete, min_duration_on=0.0,
+                                                        min_duration_off=options.min_duration_off)
+            row = FloorRow(threshold, mode, options.min_duration_off, files=[item.stem])
+            metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+            for start, end in uem:
+                scored = metric(reference, hypothesis, uem=Segment(start, end), detailed=True)
+                row.reference_s += scored["total"]
+                row.missed_s += scored["missed detection"]
+                row.false_alarm_s += scored["false alarm"]
+                row.confusion_s += scored["confusion"]
+            row.reference_frames = int(reference_frames.sum())
+            row.count_silent_frames = int(reference_frames[frame_count == 0].sum())
+            above = (frame_count > 0) & (reference_frames > frame_count)
+            row.count_overlap_frames = int((reference_frames[above] - frame_count[above]).sum())
+            extra = frame_count > reference_frames
+            row.count_extra_frames = int((frame_count[extra] - reference_frames[extra]).sum())
+            rows[(threshold, mode)] = row
+    return rows
 
 
 def markdown(rows: list[FloorRow], dataset: str, *, min_duration_off: float | None = None,

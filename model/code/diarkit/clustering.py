@@ -25,9 +25,9 @@ from sklearn.cluster import KMeans
 logger = logging.getLogger(__name__)
 
 
-def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWindow,
-                          members: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
-    """Samples where the (chunk, local speaker) ``members`` speak and nobody else does.
+def exclusive_speech_frames(segmentations: SlidingWindowFeature, frames: SlidingWindow,
+                            members: np.ndarray) -> np.ndarray:
+    """Frames (of the whole file) where the (chunk, local speaker) ``members`` speak alone.
 
     A frame counts when at least half of the chunks that cover it agree, so a voice is
     pooled from its clean stretches rather than from overlaps and turn edges.
@@ -45,8 +45,14 @@ def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWi
     index = offsets[:, None] + np.arange(num_frames)[None, :]
     np.add.at(votes, index, exclusive)
     np.add.at(cover, index, 1.0)
-    keep = votes >= 0.5 * np.maximum(cover, 1.0)
-    edges = np.rint((frames.start + np.arange(total + 1) * frames.step) * sample_rate).astype(int)
+    return votes >= 0.5 * np.maximum(cover, 1.0)
+
+
+def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWindow,
+                          members: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
+    """The samples of ``exclusive_speech_frames``."""
+    keep = exclusive_speech_frames(segmentations, frames, members)
+    edges = np.rint((frames.start + np.arange(len(keep) + 1) * frames.step) * sample_rate).astype(int)
     mask = np.zeros(num_samples, dtype=bool)
     for start, end in zip(edges[:-1][keep], edges[1:][keep]):
         mask[max(start, 0):min(end, num_samples)] = True
@@ -147,8 +153,9 @@ class SplitCheckedClustering(AgglomerativeClustering):
         sample_rate = file["sample_rate"]
         hard = hard.copy()
         clusters = [int(k) for k in np.unique(hard) if k >= 0]
-        seconds = {k: exclusive_speech_mask(segmentations, frames, hard == k, waveform.shape[0],
-                                            sample_rate).sum() / sample_rate for k in clusters}
+        # frame counts, not sample masks: cheap enough to run over every speaker of a long file
+        seconds = {k: exclusive_speech_frames(segmentations, frames, hard == k).sum() * frames.step
+                   for k in clusters}
         small_below = min(self.small_seconds, self.small_share * sum(seconds.values()))
         small = sorted((k for k in clusters if seconds[k] < small_below), key=seconds.get)
         if not small:
