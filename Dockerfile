@@ -38,7 +38,7 @@ WORKDIR /opt/program
 COPY requirements.txt ./
 RUN pip install -r requirements.txt
 COPY pyproject.toml README.md ./
-COPY model/code/ model/code/
+COPY src/ src/
 RUN pip install --no-deps . && diarkit --version
 
 ENV DIARKIT_MODEL_DIR=/opt/ml/model \

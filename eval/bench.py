@@ -179,9 +179,6 @@ class RssSampler:
 
 # -- child: diarkit ------------------------------------------------------------------------------
 def child_diarkit(media: str, model_dir: str, out_dir: str) -> dict[str, Any]:
-    code = str(REPO_ROOT / "model" / "code")
-    if code not in sys.path:
-        sys.path.insert(0, code)
     with RssSampler() as rss:
         rss.enter("load")
         started = time.perf_counter()
@@ -216,20 +213,17 @@ def _torch_threads() -> int | None:
 
 # -- child: reference ----------------------------------------------------------------------------
 def child_reference(media: str, model_dir: str) -> dict[str, Any]:
-    code = str(REPO_ROOT / "model" / "code")
-    if code not in sys.path:
-        sys.path.insert(0, code)
-    from diarkit.modeldir import force_offline
+    from diarkit.models.manifest import force_offline
 
     force_offline()
     import torch
     import whisperx
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))  # as diarkit does on CPU
-    from diarkit.diarize import DiarizationOptions, LocalSpeakerDiarization
-    from diarkit.embedding import load_encoder
-    from diarkit.modeldir import ModelDirectory
-    from diarkit.segmentation import Segmenter
+    from diarkit.diarization.diarizer import DiarizationOptions, LocalSpeakerDiarization
+    from diarkit.models.manifest import ModelDirectory
+    from diarkit.models.registry import LoadContext
+    from diarkit.models.segmentation import Segmenter
 
     md = ModelDirectory(model_dir)
     out: dict[str, Any] = {"media": media}
@@ -250,8 +244,7 @@ def child_reference(media: str, model_dir: str) -> dict[str, Any]:
     t = time.perf_counter()
     device = torch.device("cpu")
     segmenter = Segmenter(md.path("segmentation"), device)
-    emb = md.artifact("embedding")
-    encoder = load_encoder(emb.kind, md.path("embedding"), device)
+    encoder = md.load("embedding", LoadContext(device="cpu", cpu_threads=torch.get_num_threads()))
     options = DiarizationOptions()
     options.embedding_batch_size = 1
     pipe = LocalSpeakerDiarization(segmenter, encoder, options)

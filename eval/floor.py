@@ -119,11 +119,11 @@ def floor_dataset(dataset: str | Path, thresholds: list[float], *, model_dir: st
     import torch
     from pyannote.audio.pipelines.clustering import OracleClustering
 
-    import_pipeline()  # puts model/code on sys.path
-    from diarkit.diarize import DiarizationOptions, LocalSpeakerDiarization
-    from diarkit.embedding import load_encoder
-    from diarkit.modeldir import ModelDirectory
-    from diarkit.segmentation import Segmenter
+    import_pipeline()  # a clear RunError when diarkit is not installed
+    from diarkit.diarization.diarizer import DiarizationOptions, LocalSpeakerDiarization
+    from diarkit.models.manifest import ModelDirectory
+    from diarkit.models.registry import LoadContext
+    from diarkit.models.segmentation import Segmenter
 
     dataset = Path(dataset)
     items = find_items(dataset)[:limit]
@@ -134,7 +134,7 @@ def floor_dataset(dataset: str | Path, thresholds: list[float], *, model_dir: st
     device = torch.device("cpu")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     segmenter = Segmenter(models.path("segmentation"), device, **({"step_ratio": step} if step else {}))
-    encoder = load_encoder(models.artifact("embedding").kind, models.path("embedding"), device)
+    encoder = models.load("embedding", LoadContext(device="cpu", cpu_threads=torch.get_num_threads()))
     options = DiarizationOptions()
     if min_duration_off is not None:
         options.min_duration_off = min_duration_off
@@ -162,7 +162,7 @@ def score_file(item, doc, thresholds: list[float], segmenter, pipeline, oracle,
     from pyannote.core import Annotation, Segment, SlidingWindowFeature
     from pyannote.metrics.diarization import DiarizationErrorRate
     from diarkit.audio import SAMPLE_RATE, decode
-    from diarkit.diarize import LocalSpeakerDiarization
+    from diarkit.diarization.diarizer import LocalSpeakerDiarization
 
     audio = decode(item.media)
     duration = len(audio) / SAMPLE_RATE

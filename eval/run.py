@@ -94,19 +94,12 @@ def load_references(items: list[Item], dataset: Path) -> dict[str, Document]:
 
 
 def import_pipeline():
-    """``DiarkitPipeline`` and ``write_outputs``; puts ``model/code`` on sys.path if needed."""
+    """``DiarkitPipeline`` and ``write_outputs`` (diarkit is installed: ``pip install -e .``)."""
     try:
         from diarkit.pipeline import DiarkitPipeline
         from diarkit.writers import write_outputs
-    except ImportError:
-        code = str(REPO_ROOT / "model" / "code")
-        if code not in sys.path:
-            sys.path.insert(0, code)
-        try:
-            from diarkit.pipeline import DiarkitPipeline
-            from diarkit.writers import write_outputs
-        except ImportError as exc:
-            raise RunError(f"cannot import diarkit ({exc}); expected in {code}") from exc
+    except ImportError as exc:
+        raise RunError(f"cannot import diarkit ({exc}); install it with make install") from exc
     return DiarkitPipeline, write_outputs
 
 
@@ -158,6 +151,10 @@ def run_dataset(dataset: str | Path, out: str | Path, *, model_dir: str | Path =
     hyp_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device)
+    from diarkit.request import RequestOptions
+
+    options = RequestOptions(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
+                             language=language)
     load_s = time.perf_counter() - t0
     load_rss = _peak_rss_mib()
     log.info("pipeline loaded in %.1f s (peak RSS %.0f MiB)", load_s, load_rss)
@@ -172,8 +169,7 @@ def run_dataset(dataset: str | Path, out: str | Path, *, model_dir: str | Path =
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         try:
-            result = pipe.transcribe(str(item.media), num_speakers=num_speakers, min_speakers=min_speakers,
-                                     max_speakers=max_speakers, language=language)
+            result = pipe.transcribe(str(item.media), options=options)
         except Exception as exc:  # noqa: BLE001  one bad file must not lose the others
             log.error("%s: diarkit failed: %s", item.media.name, exc)
             failed.append(f"{item.stem}: {type(exc).__name__}: {exc}")

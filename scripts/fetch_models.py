@@ -38,9 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "model" / "code"))
 
-from diarkit.modeldir import (  # noqa: E402
+from diarkit.models.manifest import (
     MANIFEST_NAME, Artifact, ArtifactFile, Manifest, ModelDirectory, describe_files, force_offline,
     sha256_file,
 )

@@ -2,7 +2,9 @@
 """Pack a model directory into model.tar.gz for SageMaker, and upload it.
 
 The directory is checked against its manifest first. The archive holds manifest.json,
-every artifact file the manifest lists, and ``code/`` (without caches); it is
+every artifact file the manifest lists, ``code/`` (without caches), and the installed
+``diarkit`` package copied into ``code/diarkit/`` beside ``code/inference.py``, so the
+SageMaker toolkits (which put ``code/`` on the path) import it from the archive; it is
 deterministic: sorted entries, fixed mtime (0, or SOURCE_DATE_EPOCH), uid/gid 0, no
 user names, normalized modes, so the same directory always gives the same sha256.
 
@@ -32,9 +34,9 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "model" / "code"))
 
-from diarkit.modeldir import MANIFEST_NAME, ModelDirectory, sha256_file  # noqa: E402
+import diarkit
+from diarkit.models.manifest import MANIFEST_NAME, ModelDirectory, sha256_file
 
 logger = logging.getLogger("package")
 
@@ -52,8 +54,21 @@ def excluded(relative: PurePosixPath) -> bool:
     return any(fnmatch.fnmatch(part, pattern) for part in relative.parts for pattern in EXCLUDE)
 
 
-def collect(root: Path) -> list[str]:
-    """Relative paths of every file to ship: the manifest, its artifacts' files, code/."""
+#: where the package goes in the archive, beside inference.py
+PACKAGE_DIR = "code/diarkit"
+
+
+def package_files() -> dict[str, Path]:
+    """The installed diarkit package's files, by their name in the archive."""
+    source = Path(diarkit.__file__).resolve().parent
+    return {f"{PACKAGE_DIR}/{path.relative_to(source).as_posix()}": path
+            for path in sorted(source.rglob("*"))
+            if path.is_file() and not excluded(PurePosixPath(path.relative_to(source).as_posix()))}
+
+
+def collect(root: Path) -> dict[str, Path]:
+    """Every file to ship, by its name in the archive: the manifest, its artifacts' files,
+    code/, and the package (a stale ``code/diarkit`` in the directory is replaced by it)."""
     directory = ModelDirectory(root)
     problems = directory.verify()
     if problems:
@@ -70,9 +85,9 @@ def collect(root: Path) -> list[str]:
         logger.warning("warning: %s has no inference.py; SageMaker's toolkit will not find the handlers", code)
     for path in code.rglob("*"):
         relative = PurePosixPath(path.relative_to(root).as_posix())
-        if path.is_file() and not excluded(relative):
+        if path.is_file() and not excluded(relative) and not str(relative).startswith(PACKAGE_DIR + "/"):
             files.add(str(relative))
-    return sorted(files)
+    return {**{name: root / name for name in sorted(files)}, **package_files()}
 
 
 def tree(files: list[str]) -> list[str]:
@@ -104,8 +119,7 @@ class HashingWriter:
         self.raw.flush()
 
 
-def tar_info(root: Path, name: str, mtime: int) -> tarfile.TarInfo:
-    path = root / name
+def tar_info(path: Path, name: str, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.mtime, info.uid, info.gid, info.uname, info.gname = mtime, 0, 0, "", ""
     mode = path.stat().st_mode
@@ -117,9 +131,10 @@ def tar_info(root: Path, name: str, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def pack(root: Path, output: Path, level: int = 6, files: list[str] | None = None) -> tuple[int, str, int]:
+def pack(root: Path, output: Path, level: int = 6, files: dict[str, Path] | None = None) -> tuple[int, str, int]:
     """Write ``output`` (via a temporary name); returns (size, sha256, number of entries)."""
-    entries = tree(files if files is not None else collect(root))
+    files = files if files is not None else collect(root)
+    entries = tree(list(files))
     mtime = source_date_epoch()
     output.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp", delete=False)
@@ -129,11 +144,12 @@ def pack(root: Path, output: Path, level: int = 6, files: list[str] | None = Non
             with gzip.GzipFile(filename="", mode="wb", fileobj=writer, compresslevel=level, mtime=mtime) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                     for name in entries:
-                        info = tar_info(root, name, mtime)
+                        source = files.get(name)  # None: a folder above some files
+                        info = tar_info(source or root, name, mtime)
                         if info.isdir():
                             tar.addfile(info)
                         else:
-                            with open(root / name, "rb") as data:
+                            with open(source, "rb") as data:
                                 tar.addfile(info, data)
         os.replace(handle.name, output)
     except BaseException:
@@ -209,7 +225,7 @@ def upload_archive(archive: Path, sha256: str, url: str, *, endpoint_url: str | 
 
 
 def upload_tree(root: Path, url: str, *, endpoint_url: str | None, part_size: int, quiet: bool,
-                files: list[str] | None = None) -> list[str]:
+                files: dict[str, Path] | None = None) -> list[str]:
     """Every file to ship, one object each under the prefix; returns the keys."""
     bucket, prefix = parse_s3(url, prefix=True)
     files = files if files is not None else collect(root)
@@ -220,10 +236,10 @@ def upload_tree(root: Path, url: str, *, endpoint_url: str | None, part_size: in
         for f in artifact.files:
             known[artifact.path if f.path == "." else f"{artifact.path}/{f.path}"] = f.sha256
     keys = []
-    with progress_bar(sum((root / f).stat().st_size for f in files), prefix or bucket, quiet) as bar:
-        for name in files:
-            digest = known.get(name) or sha256_file(root / name)
-            upload_file(client, root / name, bucket, prefix + name, digest, config, bar)
+    with progress_bar(sum(path.stat().st_size for path in files.values()), prefix or bucket, quiet) as bar:
+        for name, path in files.items():
+            digest = known.get(name) or sha256_file(path)
+            upload_file(client, path, bucket, prefix + name, digest, config, bar)
             keys.append(prefix + name)
     extra = sorted(stale_keys(client, bucket, prefix, set(keys)))
     if extra:

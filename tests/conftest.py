@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "model" / "code"))
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 
 SHARED_DATA = REPO.parent / "shared" / "data"

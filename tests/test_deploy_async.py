@@ -12,7 +12,6 @@ import boto3
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 import deploy_async  # noqa: E402
 

@@ -18,12 +18,10 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 from conftest import requires_shared_data
 from diarkit.audio import decode
-from diarkit.clustering import SplitCheckedClustering, exclusive_speech_mask
-from diarkit.diarize import DiarizationOptions, Diarizer
+from diarkit.diarization.clustering import SplitCheckedClustering, exclusive_speech_mask
+from diarkit.diarization.diarizer import DiarizationOptions, Diarizer
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from eval.simulate import SimConfig, simulate  # noqa: E402
 

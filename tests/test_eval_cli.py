@@ -9,8 +9,6 @@ from types import SimpleNamespace
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from eval import run as run_mod  # noqa: E402
 from eval.__main__ import main  # noqa: E402

@@ -5,8 +5,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from eval.__main__ import main  # noqa: E402
 from eval.floor import MODES, floor_dataset  # noqa: E402

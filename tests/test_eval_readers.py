@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from eval import readers  # noqa: E402
 from eval.readers import ReaderError  # noqa: E402
@@ -156,11 +154,7 @@ def test_diarkit_json(tmp_path):
 
 def test_diarkit_json_matches_transcript_result_schema(tmp_path):
     """The reader accepts what diarkit's own TranscriptResult.to_dict() writes."""
-    sys.path.insert(0, str(ROOT / "model" / "code"))
-    try:
-        result_mod = pytest.importorskip("diarkit.result")
-    finally:
-        sys.path.remove(str(ROOT / "model" / "code"))
+    import diarkit.result as result_mod
     result = result_mod.TranscriptResult.from_dict(diarkit_dict())
     p = write(tmp_path / "rec.json", json.dumps(result.to_dict(), ensure_ascii=False))
     doc = readers.read_json(p)["rec"]

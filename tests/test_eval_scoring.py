@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from eval.readers import Document, TextSegment, Turn  # noqa: E402
 from eval.scoring import (  # noqa: E402

@@ -8,8 +8,6 @@ import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from eval.readers import read_rttm, read_uem  # noqa: E402
 from eval.simulate import SAMPLE_RATE, SimConfig, SimulationError, load_utterance, simulate  # noqa: E402

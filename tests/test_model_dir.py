@@ -7,8 +7,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
-from diarkit.modeldir import ModelDirectory, sha256_file
+from diarkit.errors import ModelDirectoryError
+from diarkit.models.manifest import ModelDirectory, sha256_file
 
 
 def test_manifest_lists_roles_with_sizes_and_hashes(model_dir):
@@ -57,3 +60,77 @@ def test_loading_sets_offline_mode(pipeline):
     import os
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+# --- the model registry: a manifest is checked before any model loads ----------------------
+
+def _broken_copy(model_dir, tmp_path, change) -> "Path":
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("code"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(copy, manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def _fails_fast(copy, *fragments):
+    """Loading fails with a ModelDirectoryError naming the artifact, in under 1 s, no model loaded."""
+    import time
+
+    from diarkit.errors import ModelDirectoryError
+    from diarkit.pipeline import DiarkitPipeline
+
+    started = time.perf_counter()
+    try:
+        DiarkitPipeline.from_model_dir(copy, device="cpu")
+    except ModelDirectoryError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the broken model directory loaded")
+    assert time.perf_counter() - started < 1.0
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_unknown_kind_fails_before_any_model_loads(model_dir, tmp_path):
+    def change(copy, manifest):
+        next(a for a in manifest["artifacts"] if a["role"] == "embedding")["kind"] = "x-vector-9000"
+
+    message = _fails_fast(_broken_copy(model_dir, tmp_path, change), "embedding", "x-vector-9000")
+    assert "resemblyzer" in message  # the known kinds are listed
+
+
+def test_unknown_role_fails_before_any_model_loads(model_dir, tmp_path):
+    def change(copy, manifest):
+        manifest["artifacts"].append({"role": "denoiser", "kind": "rnnoise", "path": "asr", "source": {}})
+
+    _fails_fast(_broken_copy(model_dir, tmp_path, change), "denoiser", "known roles")
+
+
+def test_missing_file_fails_before_any_model_loads(model_dir, tmp_path):
+    def change(copy, manifest):
+        (copy / "embedding" / "resemblyzer.pt").unlink()
+
+    _fails_fast(_broken_copy(model_dir, tmp_path, change), "embedding", "resemblyzer.pt")
+
+
+PRODUCTION_LOADERS_PENDING = pytest.mark.xfail(
+    strict=True, raises=ModelDirectoryError,
+    reason="the production profiles' loaders (pyannote pipeline config, PLDA, WeSpeaker, torchaudio "
+           "wav2vec2) are not registered yet")
+
+
+@pytest.mark.parametrize("profile", [
+    "bundled",
+    pytest.param("large-v2", marks=PRODUCTION_LOADERS_PENDING),
+    pytest.param("large-v3", marks=PRODUCTION_LOADERS_PENDING),
+])
+def test_every_fetch_profile_uses_registered_kinds(profile):
+    """fetch_models.py writes only manifests the registry can load (one table of kinds)."""
+    from fetch_models import PROFILES
+
+    from diarkit.models import registry
+
+    for entry in PROFILES[profile]:
+        registry.lookup(entry["role"], entry["kind"], where=f"profile {profile}")

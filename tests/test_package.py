@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from diarkit.modeldir import Artifact, Manifest, describe_files, sha256_file
+from diarkit.models.manifest import Artifact, Manifest, describe_files, sha256_file
 
 PACKAGE = REPO / "scripts" / "package.py"
 FETCH = REPO / "scripts" / "fetch_models.py"
@@ -58,14 +58,20 @@ def expected_members(root: Path) -> set[str]:
     for artifact in manifest.artifacts:
         names.update(artifact.path if f.path == "." else f"{artifact.path}/{f.path}" for f in artifact.files)
     code = {p.relative_to(root).as_posix() for p in (root / "code").rglob("*") if p.is_file()}
+    package = REPO / "src" / "diarkit"  # copied into code/diarkit/ beside inference.py
+    code |= {f"code/diarkit/{p.relative_to(package).as_posix()}" for p in package.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}
     return names | {n for n in code if n not in JUNK and ".egg-info/" not in n}
 
 
 # --- acceptance 1: fetch -> package -> extract -> load as SageMaker does -> 2 speakers ------
 
 SAGEMAKER_LOAD = textwrap.dedent("""
-    import json, pathlib, sys
+    import importlib.util, json, pathlib, sys
     model_dir, wav = sys.argv[1], sys.argv[2]
+    # a Python where diarkit is not installed: drop the editable install's path entry
+    sys.path[:] = [p for p in sys.path if not (pathlib.Path(p or ".") / "diarkit" / "__init__.py").is_file()]
+    assert importlib.util.find_spec("diarkit") is None, "diarkit is still importable: the test would prove nothing"
     sys.path.insert(0, str(pathlib.Path(model_dir) / "code"))  # what the toolkit does
     import inference, diarkit
     for module in (inference, diarkit):

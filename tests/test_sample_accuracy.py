@@ -10,6 +10,7 @@ from pyannote.core import Annotation, Segment
 from pyannote.database.util import load_rttm
 from pyannote.metrics.diarization import DiarizationErrorRate
 
+from diarkit.request import RequestOptions
 from diarkit.result import TranscriptResult
 
 
@@ -49,7 +50,7 @@ def test_sample_wer_at_most_20_percent(sample_result, sample_stm):
 
 
 def test_num_speakers_hint_gives_exactly_two(pipeline, sample_wav):
-    result = pipeline.transcribe(sample_wav, num_speakers=2)
+    result = pipeline.transcribe(sample_wav, options=RequestOptions(num_speakers=2))
     assert result.num_speakers == 2
     assert {t.speaker for t in result.turns} == {s.label for s in result.speakers}
 

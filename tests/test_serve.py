@@ -105,7 +105,6 @@ def start_server(model_dir: Path, workdir: Path, *extra: str) -> ServerProcess:
     spool.mkdir(parents=True)
     log = workdir / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SAGEMAKER_", "DIARKIT_"))}
-    env["PYTHONPATH"] = str(REPO / "model" / "code")
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -234,15 +233,19 @@ def test_300_mb_of_non_media_is_refused_without_holding_it_in_memory(server, med
     assert reply.status == 200, reply.body
 
 
-def test_four_concurrent_valid_requests_all_succeed(server, media):
+def four_requests(media) -> list[tuple[bytes, str, dict, str]]:
+    """(body, content type, headers, expected content type): one of each kind of request."""
     clip = media["clip"].read_bytes()
     envelope = json.dumps({"audio_base64": base64.b64encode(clip).decode(), "options": {"num_speakers": 2}})
-    requests = [
+    return [
         (media["sample"].read_bytes(), "audio/wav", {}, "application/json"),
         (clip, "audio/wav", {CUSTOM_ATTRIBUTES: "num_speakers=2;format=srt"}, "application/x-subrip"),
         (envelope.encode(), "application/json", {"Accept": "text/plain"}, "text/plain"),
         (media["mp3"].read_bytes(), "audio/mpeg", {"Accept": "text/x-rttm"}, "text/x-rttm"),
     ]
+
+
+def send_concurrently(server: ServerProcess, requests) -> list[Reply | None]:
     replies: list[Reply | None] = [None] * len(requests)
 
     def send(index):
@@ -254,6 +257,21 @@ def test_four_concurrent_valid_requests_all_succeed(server, media):
         thread.start()
     for thread in threads:
         thread.join(900)
+    return replies
+
+
+def comparable(reply: Reply):
+    """The answer without the per-run timings (JSON) or as it is (text formats)."""
+    if reply.content_type.startswith("application/json"):
+        data = reply.json()
+        data.pop("timings", None)
+        return data
+    return reply.body.decode()
+
+
+def test_four_concurrent_valid_requests_all_succeed(server, media):
+    requests = four_requests(media)
+    replies = send_concurrently(server, requests)
     for reply, (_, _, _, expected_type) in zip(replies, requests):
         assert reply is not None and reply.status == 200, reply
         assert reply.content_type.split(";")[0] == expected_type
@@ -261,6 +279,22 @@ def test_four_concurrent_valid_requests_all_succeed(server, media):
     assert re.search(r"^SPEAKER_0\d: ", replies[2].body.decode(), re.M)
     assert replies[3].body.decode().startswith("SPEAKER audio 1 ")
     assert list(server.spool.iterdir()) == []
+
+
+def test_two_workers_answer_four_concurrent_requests_as_one_worker_does(server, model_dir, tmp_path, media):
+    """Several inference workers share nothing per request: the same answers as one worker."""
+    requests = four_requests(media)
+    expected = [comparable(r) for r in send_concurrently(server, requests)]
+    two = start_server(model_dir, tmp_path, "--workers", "2")
+    try:
+        two.wait_ready()
+        replies = send_concurrently(two, requests)
+    finally:
+        two.stop()
+    assert all(r is not None and r.status == 200 for r in replies), replies
+    assert [comparable(r) for r in replies] == expected
+    log = two.log.read_text()
+    assert "2 inference worker(s)" in log and "(1 CPU threads)" in log or os.cpu_count() == 1
 
 
 BAD_REQUESTS = {

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from diarkit.errors import DiarkitError, MediaError, OptionsError
-from diarkit.options import (
+from diarkit.serving.protocol import (
     BadRequestError, NotAcceptableError, RequestOptions, UnsupportedContentTypeError, error_body,
     negotiate_format, parse_custom_attributes, parse_json_payload, request_kind,
 )

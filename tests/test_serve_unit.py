@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from diarkit.result import TranscriptResult
-from diarkit.server import DiarkitServer, ServeConfig
+from diarkit.serving.server import DiarkitServer, ServeConfig
 
 
 class StubPipeline:

@@ -19,12 +19,11 @@ import boto3
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 import deploy_async  # noqa: E402
 from lambda_trigger import handler  # noqa: E402
 
-from diarkit import s3events  # noqa: E402
+from diarkit.worker import s3events  # noqa: E402
 
 BUCKET = "dk-trigger-media"
 

@@ -29,7 +29,7 @@ import boto3
 import pytest
 
 from conftest import REPO, ffmpeg
-from diarkit.s3events import inference_id
+from diarkit.worker.s3events import inference_id
 
 ANSWER_WITHIN = 120  # seconds from upload to notification (the acceptance bound)
 
@@ -123,7 +123,7 @@ def server(env, model_dir):
     port = free_port()
     proc = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--model-dir", str(model_dir),
                     "--device", "cpu", "--graceful-timeout", "1"], env, "serve")
-    from diarkit.processors import HttpProcessor
+    from diarkit.worker.processors import HttpProcessor
 
     HttpProcessor(f"http://127.0.0.1:{port}").wait_ready(timeout=180, interval=0.5)
     yield f"http://127.0.0.1:{port}"

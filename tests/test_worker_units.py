@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from diarkit import s3events
+from diarkit.worker import s3events
 from diarkit.errors import OptionsError
-from diarkit.notifications import failure_message, success_message
-from diarkit.processors import HttpProcessor, RemoteError, TransientError, build_custom_attributes
+from diarkit.worker.notifications import failure_message, success_message
+from diarkit.request import RequestOptions
+from diarkit.worker.processors import HttpProcessor, RemoteError, TransientError
 from diarkit.result import SCHEMA_VERSION
 
 
@@ -47,11 +48,12 @@ def test_inference_ids_are_stable_per_object_revision():
 
 
 def test_custom_attributes_follow_the_server_rules():
-    assert build_custom_attributes(num_speakers=2, language="en") == "num_speakers=2;language=en"
-    assert build_custom_attributes(num_speakers=3, extra="num_speakers=2;format=srt") == "num_speakers=3;format=srt"
+    assert RequestOptions.from_flags(num_speakers=2, language="en").to_custom_attributes() == "num_speakers=2;language=en"
+    assert (RequestOptions.from_flags(num_speakers=3, custom_attributes="num_speakers=2;format=srt").to_custom_attributes()
+            == "num_speakers=3;format=srt")
     for bad in ("colour=blue", "num_speakers=two", "num_speakers"):
         with pytest.raises(OptionsError):
-            build_custom_attributes(extra=bad)
+            RequestOptions.from_flags(custom_attributes=bad)
 
 
 def test_notifications_have_sagemakers_shape():
@@ -103,7 +105,7 @@ def test_http_processor_streams_the_file_and_maps_errors(stub, tmp_path: Path):
     processor = HttpProcessor(url)
     stub.answer = (200, {"version": SCHEMA_VERSION, "uri": "audio", "duration": 1.0, "language": "en",
                          "speakers": [{"label": "SPEAKER_00", "speaking_time": 0.5, "words": 0}]})
-    result = processor(media, uri="take 1", content_type="audio/flac", attributes="num_speakers=2;format=vtt")
+    result = processor(media, uri="take 1", content_type="audio/flac", options=RequestOptions.from_custom_attributes("num_speakers=2;format=vtt"))
     assert result.uri == "take 1" and result.num_speakers == 1
     headers, size = stub.received[-1]
     assert size == 100_000 and headers["Content-Type"] == "audio/flac" and headers["Accept"] == "application/json"
@@ -112,13 +114,13 @@ def test_http_processor_streams_the_file_and_maps_errors(stub, tmp_path: Path):
 
     stub.answer = (415, {"error": "unsupported_media", "detail": "not audio"})
     with pytest.raises(RemoteError) as failed:
-        processor(media, uri="t", content_type="audio/flac", attributes="")
+        processor(media, uri="t", content_type="audio/flac", options=RequestOptions())
     assert (failed.value.kind, failed.value.status, str(failed.value)) == ("unsupported_media", 415, "not audio")
     stub.answer = (503, {"error": "loading", "detail": "still loading"})
     with pytest.raises(TransientError):
-        processor(media, uri="t", content_type="audio/flac", attributes="")
+        processor(media, uri="t", content_type="audio/flac", options=RequestOptions())
     stub.answer = (200, {"not": "diarkit"})
     with pytest.raises(RemoteError):
-        processor(media, uri="t", content_type="audio/flac", attributes="")
+        processor(media, uri="t", content_type="audio/flac", options=RequestOptions())
     with pytest.raises(TransientError):  # nobody listening
-        HttpProcessor("http://127.0.0.1:9")(media, uri="t", content_type="audio/flac", attributes="")
+        HttpProcessor("http://127.0.0.1:9")(media, uri="t", content_type="audio/flac", options=RequestOptions())

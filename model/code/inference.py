@@ -3,7 +3,7 @@
 The toolkits import this file from ``/opt/ml/model/code`` (``code/`` is on the path, so
 ``diarkit`` comes from the same model directory), call ``model_fn`` once per worker and
 ``transform_fn`` per request. A thin adapter: reading the request, running the pipeline
-and rendering the answer all live in ``diarkit.options``, shared with ``diarkit serve``.
+and rendering the answer all live in ``diarkit.serving.protocol``, shared with ``diarkit serve``.
 Only ``transform_fn`` is defined: the toolkits refuse it together with input_fn/
 predict_fn/output_fn.
 """
@@ -16,7 +16,7 @@ import os
 import sys
 
 from diarkit.errors import DiarkitError
-from diarkit.options import CUSTOM_ATTRIBUTES_HEADER, error_body, handle_body
+from diarkit.serving.protocol import CUSTOM_ATTRIBUTES_HEADER, error_body, handle_body
 
 logger = logging.getLogger("diarkit.inference")
 

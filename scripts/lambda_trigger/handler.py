@@ -13,7 +13,7 @@ runtime only). Settings come from the environment the deploy script sets:
 
 The InferenceId is a uuid5 of bucket, key and version/ETag, so a redelivered event is
 recognizable in the notifications. ``inference_id`` and ``content_type_for`` must stay
-identical to ``diarkit.s3events`` (tests/test_trigger.py checks).
+identical to ``diarkit.worker.s3events`` (tests/test_trigger.py checks).
 """
 
 from __future__ import annotations

@@ -4,28 +4,24 @@ pyannote's ``SpeakerDiarization`` builds its embedding model from a hub name in
 ``__init__``; here its parts are passed in instead (the segmentation model already
 loaded for VAD, a packaged speaker encoder, agglomerative clustering), and the
 segmentation computed once per file is reused rather than recomputed. The clustering
-checks its speaker count on long stretches of audio (``diarkit.clustering``).
+checks its speaker count on long stretches of audio (``diarkit.diarization.clustering``).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pyannote.audio import Audio, Inference, Pipeline
-from pyannote.audio.pipelines.clustering import Clustering
-from pyannote.audio.pipelines.speaker_diarization import SpeakerDiarization
-from pyannote.core import Annotation, SlidingWindowFeature
-from pyannote.pipeline.parameter import ParamDict, Uniform
+from diarkit.compat.pyannote import (Annotation, Audio, Clustering, Inference, ParamDict, Pipeline,
+                                     SlidingWindowFeature, SpeakerDiarization, Uniform)
 
-from .audio import SAMPLE_RATE
-from .clustering import SplitCheckedClustering
-from .embedding import MelSpeakerEncoder
-from .result import SpeakerTurn
-from .segmentation import Segmentation, Segmenter
+from diarkit.audio import SAMPLE_RATE
+from diarkit.diarization.clustering import SplitCheckedClustering
+from diarkit.models.embedding import MelSpeakerEncoder
+from diarkit.result import SpeakerTurn
+from diarkit.models.segmentation import Segmentation, Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +37,7 @@ class DiarizationOptions:
     clustering_threshold: float = 0.5
     min_cluster_size: int = 12
     # split a speaker in two when the pooled embeddings of its halves are below this cosine
-    # similarity (diarkit.clustering); None keeps pyannote's clustering as it is
+    # similarity (diarkit.diarization.clustering); None keeps pyannote's clustering as it is
     speaker_split_threshold: float | None = 0.75
     min_split_seconds: float = 2.0
     # then a speaker with under small_speaker_seconds and under small_speaker_share of the
@@ -143,6 +139,22 @@ class Diarization:
     warnings: list[str] = field(default_factory=list)
 
 
+def speaker_count_notes(found: int, *, num_speakers: int | None = None, min_speakers: int | None = None,
+                        max_speakers: int | None = None) -> list[str]:
+    """A note for the result when the speakers found are outside what the request asked for.
+
+    pyannote says this through ``warnings.warn``; reading it back would need a process-wide
+    ``catch_warnings`` (not thread-safe), so the same check is made here on the result.
+    """
+    low = num_speakers or min_speakers or 1
+    high = num_speakers or max_speakers
+    if found < low or (high is not None and found > high):
+        bounds = f"[{low}, {high if high is not None else 'any'}]"
+        return [f"The detected number of speakers ({found}) is outside the given bounds {bounds}. "
+                f"This can happen if the audio is too short to contain {low} or more speakers."]
+    return []
+
+
 def _turns(annotation: Annotation) -> list[SpeakerTurn]:
     return [
         SpeakerTurn(round(seg.start, 3), round(seg.end, 3), str(label))
@@ -166,17 +178,17 @@ class Diarizer:
             "uri": uri,
             LocalSpeakerDiarization.PRECOMPUTED: segmentation.chunks,
         }
-        with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
-            warnings.simplefilter("always")
+        with torch.inference_mode():
             output = self.pipeline(file, num_speakers=num_speakers, min_speakers=min_speakers,
                                    max_speakers=max_speakers)
-        notes = [str(w.message).strip().replace("\n", " ") for w in caught
-                 if "number of speakers" in str(w.message)]
+        found = len(output.speaker_diarization.labels())
+        notes = speaker_count_notes(found, num_speakers=num_speakers, min_speakers=min_speakers,
+                                    max_speakers=max_speakers)
         for note in notes:
-            logger.warning("%s", note)
+            logger.warning("%s: %s", uri, note)
         return Diarization(
             turns=_turns(output.speaker_diarization),
             exclusive_turns=_turns(output.exclusive_speaker_diarization),
             speaker_embeddings=output.speaker_embeddings,
-            warnings=[" ".join(n.split()) for n in notes],
+            warnings=notes,
         )

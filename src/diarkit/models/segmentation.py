@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pyannote.audio import Inference, Model
-from pyannote.core import SlidingWindowFeature
+from diarkit.compat.pyannote import Inference, Model, SlidingWindowFeature
 
-from .audio import SAMPLE_RATE
+from diarkit.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 # Lightning logs an INFO line on every load of this (old-format) checkpoint; nothing to act on
@@ -54,3 +53,8 @@ class Segmenter:
         with torch.inference_mode():
             chunks = self.inference({"waveform": waveform, "sample_rate": SAMPLE_RATE})
         return Segmentation(chunks=chunks, frames=self.frames)
+
+
+def load_segmenter(path: Path, artifact, context) -> Segmenter:
+    """Registry loader for a pyannote segmentation checkpoint."""
+    return Segmenter(path, torch.device(context.device))

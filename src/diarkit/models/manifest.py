@@ -1,9 +1,11 @@
 """The model directory: every entry point loads models from here, never from a hub.
 
 ``manifest.json`` lists the artifacts by role (asr, segmentation, embedding, and optional
-alignment), where each came from, and every file's size and sha256, so that a directory
-can be checked before it is packed or served. Hub profiles add a ``revision`` to the
-source; the loader does not care where an artifact came from.
+alignment, ...), the kind of each (the loader, ``diarkit.models.registry``), where each
+came from, and every file's size and sha256, so that a directory can be checked before it
+is packed or served. Reading a manifest checks every role and kind against the registry
+and that every file is there, before any model loads. Hub profiles add a ``revision`` to
+the source; the loader does not care where an artifact came from.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelDirectoryError
+from diarkit.errors import ModelDirectoryError
 
+#: where every entry point looks for models unless told otherwise
+DEFAULT_MODEL_DIR = os.environ.get("DIARKIT_MODEL_DIR", "model")
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 
-#: Roles the pipeline knows. ``alignment`` is optional: without it, word times come
-#: from Whisper's cross-attention.
-ROLES = ("asr", "segmentation", "embedding", "alignment", "vad")
 
 
 def force_offline() -> None:
@@ -131,9 +132,39 @@ class ModelDirectory:
             self.manifest = Manifest.from_dict(json.loads(manifest_path.read_text("utf-8")))
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelDirectoryError(f"unreadable manifest.json ({exc})", path=str(manifest_path)) from exc
-        for role in ("asr", "segmentation", "embedding"):
+        self.manifest_path = manifest_path
+        self.check_kinds()
+
+    def check_kinds(self) -> None:
+        """Every artifact's role and kind is in the registry (reading a manifest does this)."""
+        from diarkit.models import registry
+
+        where = str(self.manifest_path)
+        for role in registry.REQUIRED_ROLES:
             if self.manifest.artifact(role) is None:
-                raise ModelDirectoryError(f"manifest.json has no {role!r} artifact", path=str(manifest_path))
+                raise ModelDirectoryError(f"manifest.json has no {role!r} artifact", path=where)
+        seen: set[str] = set()
+        for artifact in self.manifest.artifacts:
+            registry.lookup(artifact.role, artifact.kind, where=where)
+            if artifact.role in seen:
+                raise ModelDirectoryError(f"manifest.json has two {artifact.role!r} artifacts", path=where)
+            seen.add(artifact.role)
+
+    def check_files(self) -> None:
+        """Every file the manifest lists is there (no hashing): the first one missing is an error.
+
+        The pipeline calls this before loading any model, so a broken directory fails in
+        milliseconds instead of after gigabytes of weights; ``verify`` lists every problem.
+        """
+        for artifact in self.manifest.artifacts:
+            base = self.root / artifact.path
+            targets = [base if f.path == "." else base / f.path for f in artifact.files] or [base]
+            for target in targets:
+                if not target.exists():
+                    raise ModelDirectoryError(
+                        f"{artifact.role} artifact ({artifact.kind}) is missing "
+                        f"{target.relative_to(self.root).as_posix()}",
+                        path=str(self.root), hint="re-run scripts/fetch_models.py or check the archive")
 
     @property
     def profile(self) -> str:
@@ -153,6 +184,15 @@ class ModelDirectory:
                 hint="re-run scripts/fetch_models.py or check the archive",
             )
         return location
+
+    def load(self, role: str, context) -> Any:
+        """The model of one role, through its registry loader (``context``: a LoadContext)."""
+        from diarkit.models import registry
+
+        artifact = self.manifest.artifact(role)
+        if artifact is None:
+            raise ModelDirectoryError(f"no {role!r} artifact in the manifest", path=str(self.root))
+        return registry.lookup(role, artifact.kind).load(self.path(role), artifact, context)
 
     def verify(self) -> list[str]:
         """Problems found (missing or changed files); empty when the directory is intact."""

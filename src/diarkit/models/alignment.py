@@ -8,11 +8,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from faster_whisper.transcribe import merge_punctuations
-from whisperx.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from diarkit.compat import whisperx
+from diarkit.compat.faster_whisper import merge_punctuations
+from diarkit.compat.whisperx import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
 
-from .result import Word
-from .transcribe import ChunkTranscript, Transcriber
+from diarkit.result import Word
+from diarkit.models.asr import ChunkTranscript, Transcriber
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ class Wav2Vec2Aligner:
     name = "wav2vec2"
 
     def __init__(self, model_path: str | Path, language: str, device: str = "cpu"):
-        import whisperx
-
         self.device = device
         self.language = language
         self.model, self.metadata = whisperx.load_align_model(
@@ -78,8 +77,6 @@ class Wav2Vec2Aligner:
         )
 
     def __call__(self, audio: np.ndarray, chunks: list[ChunkTranscript], language: str) -> list[list[Word]]:
-        import whisperx
-
         if language != self.language:
             raise ValueError(f"alignment model is for {self.language!r}, not {language!r}")
         segments = [{"start": c.start, "end": c.end, "text": c.text} for c in chunks]
@@ -95,3 +92,8 @@ class Wav2Vec2Aligner:
                 words_per_chunk[index].append(
                     Word(w["word"], round(w["start"], 3), round(w["end"], 3), round(float(w.get("score", 0.0)), 3)))
         return words_per_chunk
+
+
+def load_wav2vec2_huggingface(path: Path, artifact, context) -> Wav2Vec2Aligner:
+    """Registry loader for a Hugging Face wav2vec2 CTC folder."""
+    return Wav2Vec2Aligner(path, language=artifact.settings.get("language", "en"), device=context.device)

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .errors import DiarkitError, OptionsError
-from .writers import RENDERERS, parse_formats, write_outputs
+from diarkit import __version__
+from diarkit.errors import DiarkitError, OptionsError
+from diarkit.models.manifest import DEFAULT_MODEL_DIR
+from diarkit.request import RequestOptions
+from diarkit.serving import command as serve_command
+from diarkit.worker import command as worker_command
+from diarkit.writers import RENDERERS, parse_formats, write_outputs
 
-DEFAULT_MODEL_DIR = os.environ.get("DIARKIT_MODEL_DIR", "model")
 #: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
-#: ``handler`` (a function of the parsed args returning the exit status).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("server", "worker")
+#: ``handler`` (a function of the parsed args returning the exit status) and imports
+#: its heavy dependencies only when it runs.
+SUBCOMMANDS = (serve_command, worker_command)
 
 
 def _add_transcribe(sub) -> None:
@@ -64,15 +67,14 @@ def cmd_transcribe(args) -> int:
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         formats = parse_formats(args.formats)
-        from .pipeline import SpeakerHints
-
-        SpeakerHints(args.num_speakers, args.min_speakers, args.max_speakers)
+        options = RequestOptions.from_flags(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                                            max_speakers=args.max_speakers, language=args.language)
     except OptionsError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2
 
     try:
-        from .pipeline import DiarkitPipeline
+        from diarkit.pipeline import DiarkitPipeline
 
         pipeline = DiarkitPipeline.from_model_dir(args.model_dir, device=args.device)
     except DiarkitError as exc:
@@ -88,16 +90,8 @@ def cmd_transcribe(args) -> int:
         progress, update = _progress_display(args.quiet)
         started = time.perf_counter()
         try:
-            if progress is not None:
-                with progress:
-                    result = pipeline.transcribe(path, num_speakers=args.num_speakers,
-                                                 min_speakers=args.min_speakers,
-                                                 max_speakers=args.max_speakers,
-                                                 language=args.language, progress=update)
-            else:
-                result = pipeline.transcribe(path, num_speakers=args.num_speakers,
-                                             min_speakers=args.min_speakers, max_speakers=args.max_speakers,
-                                             language=args.language)
+            with progress or contextlib.nullcontext():
+                result = pipeline.transcribe(path, options=options, progress=update)
             written = [p.name for p in write_outputs(result, out_dir, formats, stem=path.stem)]
         except DiarkitError as exc:
             failures.append((str(path), str(exc) if exc.path else f"{path}: {exc}"))
@@ -133,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diarkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_transcribe(sub)
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}").add_subcommand(sub)
+    for module in SUBCOMMANDS:
+        module.add_subcommand(sub)
     return parser
 
 

@@ -6,8 +6,6 @@ the chunks our VAD already found rather than letting it run a second VAD of its 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 from dataclasses import dataclass
@@ -15,11 +13,12 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import whisperx
-from whisperx.audio import SAMPLE_RATE
+from diarkit.compat import whisperx
+from diarkit.compat.faster_whisper import Tokenizer
+from diarkit.compat.whisperx import SAMPLE_RATE
 
-from .errors import OptionsError
-from .vad import SpeechChunk
+from diarkit.errors import OptionsError
+from diarkit.vad import SpeechChunk
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +49,11 @@ class Transcriber:
         self.batch_size = batch_size
         self.default_language = language
         threads = cpu_threads or os.cpu_count() or 1
-        with contextlib.redirect_stdout(io.StringIO()):  # whisperx prints a notice here
-            self.pipeline = whisperx.load_model(
-                self.model_path, device, compute_type=compute_type, language=language,
-                vad_model=_NoVad(), threads=threads, local_files_only=True,
-                asr_options={"beam_size": beam_size, "best_of": beam_size},
-            )
+        self.pipeline = whisperx.load_model(
+            self.model_path, device, compute_type=compute_type, language=language,
+            vad_model=_NoVad(), threads=threads, local_files_only=True,
+            asr_options={"beam_size": beam_size, "best_of": beam_size},
+        )
         self.english_only = not self.pipeline.model.model.is_multilingual
 
     @property
@@ -64,8 +62,6 @@ class Transcriber:
         return self.pipeline.model
 
     def tokenizer(self, language: str):
-        from faster_whisper.tokenizer import Tokenizer
-
         return Tokenizer(self.whisper.hf_tokenizer, self.whisper.model.is_multilingual,
                          task="transcribe", language=language)
 
@@ -108,3 +104,11 @@ class Transcriber:
             if progress:
                 progress(index + 1, len(chunks))
         return out
+
+
+def load_faster_whisper(path: Path, artifact, context) -> Transcriber:
+    """Registry loader: float16 on a GPU, int8 on the CPU."""
+    return Transcriber(path, device=context.device.split(":")[0],
+                       compute_type="float16" if context.cuda else "int8",
+                       language=artifact.settings.get("language"), batch_size=context.batch_size,
+                       beam_size=context.beam_size, cpu_threads=context.cpu_threads)

@@ -11,12 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pyannote.audio import Inference
-from pyannote.core import SlidingWindowFeature
-from whisperx.vads.pyannote import Binarize
-from whisperx.vads.vad import Vad
+from diarkit.compat.pyannote import Inference, SlidingWindowFeature
+from diarkit.compat.whisperx import Binarize, merge_vad_chunks
 
-from .segmentation import Segmentation
+from diarkit.models.segmentation import Segmentation
 
 
 @dataclass(frozen=True)
@@ -40,9 +38,5 @@ def speech_chunks(segmentation: Segmentation, *, onset: float = 0.5, offset: flo
     regions = Binarize(onset=onset, offset=offset, max_duration=chunk_size)(scores).get_timeline()
     if not regions:
         return []
-    from whisperx.diarize import Segment as _WxSegment
-
-    merged = Vad.merge_chunks(
-        [_WxSegment(r.start, r.end, "UNKNOWN") for r in regions], chunk_size, onset, offset
-    )
+    merged = merge_vad_chunks(regions, chunk_size, onset, offset)
     return [SpeechChunk(round(m["start"], 3), round(m["end"], 3)) for m in merged if m["end"] > m["start"]]

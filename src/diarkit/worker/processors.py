@@ -17,10 +17,11 @@ import urllib.request
 from pathlib import Path
 from typing import Protocol
 
-from .errors import DiarkitError
-from .options import CUSTOM_ATTRIBUTES_HEADER, parse_custom_attributes
-from .result import TranscriptResult
-from .s3events import content_type_for
+from diarkit.errors import DiarkitError
+from diarkit.request import RequestOptions
+from diarkit.serving.protocol import CUSTOM_ATTRIBUTES_HEADER
+from diarkit.result import TranscriptResult
+from diarkit.worker.s3events import content_type_for
 
 logger = logging.getLogger(__name__)
 
@@ -39,48 +40,20 @@ class RemoteError(DiarkitError):
 
 
 class Processor(Protocol):
-    def __call__(self, path: Path, *, uri: str, content_type: str, attributes: str) -> TranscriptResult: ...
-
-
-def _split_attributes(text: str | None) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for part in (text or "").split(";"):
-        key, sep, value = part.partition("=")
-        if part.strip():
-            values[key.strip().lower().replace("-", "_")] = value.strip() if sep else ""
-    return values
-
-
-def build_custom_attributes(num_speakers: int | None = None, min_speakers: int | None = None,
-                            max_speakers: int | None = None, language: str | None = None,
-                            extra: str | None = None) -> str:
-    """Flags and a custom-attributes string -> one string (flags win), checked by the server's rules."""
-    values = _split_attributes(extra)
-    for key, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers),
-                       ("max_speakers", max_speakers), ("language", language)):
-        if value is not None:
-            values[key] = str(value)
-    text = ";".join(f"{k}={v}" if v != "" else k for k, v in values.items())
-    parse_custom_attributes(text)  # raises OptionsError, as `diarkit serve` would per request
-    return text
-
-
-def without_format(attributes: str) -> str:
-    """The attributes minus ``format``: the worker asks for JSON and renders formats itself."""
-    return ";".join(f"{k}={v}" for k, v in _split_attributes(attributes).items() if k != "format")
+    def __call__(self, path: Path, *, uri: str, content_type: str,
+                 options: RequestOptions) -> TranscriptResult: ...
 
 
 class LocalProcessor:
     """The pipeline in this process: models are loaded once, here."""
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "auto"):
-        from .pipeline import DiarkitPipeline
+        from diarkit.pipeline import DiarkitPipeline
 
         self.pipeline = DiarkitPipeline.from_model_dir(model_dir, device=device)
 
-    def __call__(self, path: Path, *, uri: str, content_type: str, attributes: str) -> TranscriptResult:
-        options = parse_custom_attributes(attributes)
-        return self.pipeline.transcribe(path, uri=uri, **options.transcribe_kwargs())
+    def __call__(self, path: Path, *, uri: str, content_type: str, options: RequestOptions) -> TranscriptResult:
+        return self.pipeline.transcribe(path, uri=uri, options=options)
 
 
 class HttpProcessor:
@@ -108,10 +81,11 @@ class HttpProcessor:
                 raise TransientError(f"{self.base_url}/ping did not answer 200 within {timeout:.0f} s ({last})")
             time.sleep(interval)
 
-    def __call__(self, path: Path, *, uri: str, content_type: str, attributes: str) -> TranscriptResult:
+    def __call__(self, path: Path, *, uri: str, content_type: str, options: RequestOptions) -> TranscriptResult:
         headers = {"Content-Type": content_type or content_type_for(path.name),
                    "Accept": "application/json", "Content-Length": str(path.stat().st_size)}
-        attributes = without_format(attributes)
+        # the worker asks for JSON and renders the formats itself
+        attributes = options.to_custom_attributes(exclude=("format",))
         if attributes:
             headers[CUSTOM_ATTRIBUTES_HEADER] = attributes
         with open(path, "rb") as body:

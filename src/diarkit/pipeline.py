@@ -10,57 +10,37 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .modeldir import force_offline
+from diarkit.models.manifest import force_offline
 
 force_offline()  # before any hub client is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from . import audio as audio_io  # noqa: E402
-from .align import Wav2Vec2Aligner, WhisperAligner  # noqa: E402
-from .assign import assign_word_speakers, build_segments, speaker_summary  # noqa: E402
-from .diarize import DiarizationOptions, Diarizer  # noqa: E402
-from .embedding import load_encoder  # noqa: E402
-from .errors import OptionsError  # noqa: E402
-from .modeldir import ModelDirectory  # noqa: E402
-from .result import TranscriptResult  # noqa: E402
-from .segmentation import Segmenter  # noqa: E402
-from .vad import speech_chunks  # noqa: E402
+from diarkit import audio as audio_io  # noqa: E402
+from diarkit.models.alignment import WhisperAligner  # noqa: E402
+from diarkit.assign import assign_word_speakers, build_segments, speaker_summary  # noqa: E402
+from diarkit.diarization.diarizer import DiarizationOptions, Diarizer  # noqa: E402
+from diarkit.errors import OptionsError  # noqa: E402
+from diarkit.models.manifest import ModelDirectory  # noqa: E402
+from diarkit.models.registry import LoadContext  # noqa: E402
+from diarkit.request import RequestOptions  # noqa: E402
+from diarkit.result import TranscriptResult  # noqa: E402
+from diarkit.vad import speech_chunks  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 #: progress(stage, completed, total): called as each stage advances.
 ProgressCallback = Callable[[str, int, int], None]
 STAGES = ("decode", "vad", "transcribe", "align", "diarize", "assign")
-
-
-@dataclass
-class SpeakerHints:
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-
-    def __post_init__(self):
-        for name in ("num_speakers", "min_speakers", "max_speakers"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                raise OptionsError(f"{name} must be a whole number, not {value!r}") from None
-            if not 1 <= value <= 50:
-                raise OptionsError(f"{name} must be between 1 and 50, not {value}")
-            setattr(self, name, value)
-        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
-            raise OptionsError(f"min_speakers ({self.min_speakers}) is larger than max_speakers ({self.max_speakers})")
+_LOAD_LOCK = threading.Lock()
 
 
 def pick_device(device: str = "auto") -> str:
@@ -86,42 +66,42 @@ class PipelineOptions:
 
 
 class DiarkitPipeline:
+    """Every model of a model directory, loaded once; ``transcribe`` per file.
+
+    Not shared between threads: a server runs one pipeline per inference worker.
+    """
+
     def __init__(self, model_dir: ModelDirectory, device: str = "auto",
-                 options: PipelineOptions | None = None):
+                 options: PipelineOptions | None = None, *, cpu_threads: int | None = None):
         self.model_dir = model_dir
+        model_dir.check_files()  # a missing file fails now, before any model loads
         self.device = pick_device(device)
         self.options = options or PipelineOptions()
-        started = time.perf_counter()
-        torch_device = torch.device(self.device)
-        if self.device == "cpu":
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
-        asr = model_dir.artifact("asr")
-        from .transcribe import Transcriber  # whisperx import is the slow part
-
-        self.segmenter = Segmenter(model_dir.path("segmentation"), torch_device)
-        self.transcriber = Transcriber(
-            model_dir.path("asr"), device=self.device.split(":")[0],
-            compute_type="float16" if self.device.startswith("cuda") else "int8",
-            language=asr.settings.get("language"), batch_size=self.options.batch_size,
-            beam_size=self.options.beam_size,
-        )
-        embedding = model_dir.artifact("embedding")
-        self.encoder = load_encoder(embedding.kind, model_dir.path("embedding"), torch_device)
-        self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
-        alignment = model_dir.artifact("alignment")
-        if alignment is not None:
-            self.aligner = Wav2Vec2Aligner(model_dir.path("alignment"),
-                                           language=alignment.settings.get("language", "en"),
-                                           device=self.device)
-        else:
-            self.aligner = WhisperAligner(self.transcriber, batch_size=self.options.batch_size)
-        self.load_seconds = time.perf_counter() - started
-        logger.info("models loaded from %s on %s in %.1f s", model_dir.root, self.device, self.load_seconds)
+        threads = max(1, cpu_threads or os.cpu_count() or 1)
+        context = LoadContext(device=self.device, cpu_threads=threads, batch_size=self.options.batch_size,
+                              beam_size=self.options.beam_size)
+        with _LOAD_LOCK:  # several server workers load one after the other (memory peaks, globals)
+            started = time.perf_counter()
+            if self.device == "cpu":
+                # process-wide; every worker of one server asks for the same share of the cores
+                torch.set_num_threads(threads)
+            self.segmenter = model_dir.load("segmentation", context)
+            self.transcriber = model_dir.load("asr", context)
+            self.encoder = model_dir.load("embedding", context)
+            self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
+            if model_dir.artifact("alignment") is not None:
+                self.aligner = model_dir.load("alignment", context)
+            else:
+                self.aligner = WhisperAligner(self.transcriber, batch_size=self.options.batch_size)
+            self.load_seconds = time.perf_counter() - started
+        logger.info("models loaded from %s on %s in %.1f s (%d CPU threads)", model_dir.root, self.device,
+                    self.load_seconds, threads)
 
     @classmethod
     def from_model_dir(cls, path: str | os.PathLike = "model", device: str = "auto",
-                       options: PipelineOptions | None = None) -> "DiarkitPipeline":
-        return cls(ModelDirectory(path), device=device, options=options)
+                       options: PipelineOptions | None = None, *,
+                       cpu_threads: int | None = None) -> "DiarkitPipeline":
+        return cls(ModelDirectory(path), device=device, options=options, cpu_threads=cpu_threads)
 
     def describe_models(self) -> dict:
         models = self.model_dir.describe()
@@ -130,10 +110,9 @@ class DiarkitPipeline:
         return models
 
     def transcribe(self, media: str | os.PathLike | np.ndarray, *, uri: str | None = None,
-                   num_speakers: int | None = None, min_speakers: int | None = None,
-                   max_speakers: int | None = None, language: str | None = None,
+                   options: RequestOptions | None = None,
                    progress: ProgressCallback | None = None) -> TranscriptResult:
-        hints = SpeakerHints(num_speakers, min_speakers, max_speakers)
+        options = options or RequestOptions()
         timings: dict[str, float] = {}
         report = progress or (lambda stage, done, total: None)
 
@@ -160,13 +139,13 @@ class DiarkitPipeline:
                                    chunk_size=self.options.chunk_size)
             chunks = [c for c in chunks if min(c.end, duration) - c.start > 0.05]
         with stage("transcribe"):
-            language = self.transcriber.resolve_language(samples, chunks, language)
+            language = self.transcriber.resolve_language(samples, chunks, options.language)
             texts = self.transcriber(samples, chunks, language,
                                      progress=lambda done, total: report("transcribe", done, total + 1))
         with stage("align"):
             words_per_chunk = self.aligner(samples, texts, language) if texts else []
         with stage("diarize"):
-            diarization = self.diarizer(samples, segmentation, uri=uri, **asdict(hints))
+            diarization = self.diarizer(samples, segmentation, uri=uri, **options.speaker_hints)
         with stage("assign"):
             words = [w for chunk_words in words_per_chunk for w in chunk_words]
             assign_word_speakers(words, diarization.turns)
@@ -176,6 +155,6 @@ class DiarkitPipeline:
         return TranscriptResult(
             uri=uri, duration=duration, language=language, segments=segments,
             turns=diarization.turns, speakers=speakers, models=self.describe_models(),
-            timings=timings, options={k: v for k, v in asdict(hints).items() if v is not None},
+            timings=timings, options={k: v for k, v in options.speaker_hints.items() if v is not None},
             warnings=diarization.warnings,
         )

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .result import Segment, Speaker, SpeakerTurn, Word
+from diarkit.result import Segment, Speaker, SpeakerTurn, Word
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 

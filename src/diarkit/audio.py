@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputNotFoundError, MediaError
+from diarkit.errors import InputNotFoundError, MediaError
 
 logger = logging.getLogger(__name__)
 

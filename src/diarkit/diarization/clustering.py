@@ -18,8 +18,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from pyannote.audio.pipelines.clustering import AgglomerativeClustering
-from pyannote.core import SlidingWindow, SlidingWindowFeature
+from diarkit.compat.pyannote import AgglomerativeClustering, SlidingWindow, SlidingWindowFeature
 from sklearn.cluster import KMeans
 
 logger = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .errors import OptionsError
-from .result import TranscriptResult
+from diarkit.errors import OptionsError
+from diarkit.result import TranscriptResult
 
 
 def _timestamp(seconds: float, separator: str) -> str:

@@ -1,11 +1,10 @@
-"""What one request asks for, read the same way wherever the model directory is served.
+"""One HTTP request, read the same way wherever the model directory is served.
 
 The ``diarkit serve`` HTTP server and the SageMaker handlers (``code/inference.py``) both
 go through here: the request's content type (raw media or a JSON envelope), its options
-(the JSON ``options`` object and the SageMaker custom-attributes string
-``num_speakers=2;language=en``), the output format (Accept header or the ``format``
-option), running the pipeline on a media file, and the JSON error body. Neither adapter
-holds any of this logic itself.
+(parsed into ``diarkit.request.RequestOptions``), the output format (Accept header or the
+``format`` option), running the pipeline on a media file, and the JSON error body.
+Neither adapter holds any of this logic itself.
 """
 
 from __future__ import annotations
@@ -14,14 +13,14 @@ import base64
 import binascii
 import json
 import os
-import re
 import tempfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Literal
 
-from .errors import DiarkitError, MediaError, OptionsError
-from .writers import CONTENT_TYPES, RENDERERS, parse_formats, render
+from diarkit.errors import DiarkitError, MediaError, OptionsError
+from diarkit.request import RequestOptions, parse_custom_attributes
+from diarkit.writers import CONTENT_TYPES, RENDERERS, parse_formats, render
 
 #: SageMaker passes InvokeEndpoint's CustomAttributes to the container in this header.
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
@@ -54,109 +53,6 @@ class NotAcceptableError(DiarkitError):
 class PayloadTooLargeError(DiarkitError):
     status = 413
     kind = "payload_too_large"
-
-
-@dataclass(frozen=True)
-class RequestOptions:
-    """Per-request options; ``None`` means "not given" (the pipeline's default)."""
-
-    num_speakers: int | None = None
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-    language: str | None = None
-    format: str | None = None
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "options") -> "RequestOptions":
-        """Validate keys and value types; ranges are checked by the pipeline's SpeakerHints."""
-        known = cls.names()
-        parsed: dict[str, Any] = {}
-        for raw_key, value in values.items():
-            key = str(raw_key).strip().lower().replace("-", "_")
-            if key not in known:
-                raise OptionsError(f"unknown option {raw_key!r} in {source}", hint=f"known options: {', '.join(known)}")
-            if value is None:
-                continue
-            if key.endswith("_speakers"):
-                parsed[key] = _whole_number(key, value, source)
-            elif key == "language":
-                parsed[key] = _language(value, source)
-            else:
-                formats = parse_formats(_text(key, value, source))
-                if len(formats) != 1:
-                    raise OptionsError(f"format in {source} must name one format, not {value!r}")
-                parsed[key] = formats[0]
-        options = cls(**parsed)
-        options.check_hints()
-        return options
-
-    def merged(self, override: "RequestOptions") -> "RequestOptions":
-        """These options with every value given in ``override`` replacing ours."""
-        given = {name: getattr(override, name) for name in self.names() if getattr(override, name) is not None}
-        merged = replace(self, **given)
-        merged.check_hints()
-        return merged
-
-    def check_hints(self) -> None:
-        if self.num_speakers is None and self.min_speakers is None and self.max_speakers is None:
-            return
-        from .pipeline import SpeakerHints  # the one place speaker-hint rules live
-
-        SpeakerHints(self.num_speakers, self.min_speakers, self.max_speakers)
-
-    def transcribe_kwargs(self) -> dict[str, Any]:
-        return {"num_speakers": self.num_speakers, "min_speakers": self.min_speakers,
-                "max_speakers": self.max_speakers, "language": self.language}
-
-
-def _text(key: str, value: Any, source: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise OptionsError(f"{key} in {source} must be a non-empty string, not {value!r}")
-    return value.strip()
-
-
-def _whole_number(key: str, value: Any, source: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise OptionsError(f"{key} in {source} must be a whole number, not {value!r}")
-    if isinstance(value, str):
-        if not value.strip().isdigit():
-            raise OptionsError(f"{key} in {source} must be a whole number, not {value!r}")
-        value = int(value.strip())
-    return value
-
-
-_LANGUAGE = re.compile(r"^[a-z]{2,3}$")
-
-
-def _language(value: Any, source: str) -> str:
-    code = _text("language", value, source).lower()
-    if not _LANGUAGE.match(code):
-        raise OptionsError(f"language in {source} must be a language code such as en, not {value!r}")
-    return code
-
-
-def parse_custom_attributes(text: str | None) -> RequestOptions:
-    """``num_speakers=2;language=en;format=vtt`` -> options (empty string: no options)."""
-    if text is None or not text.strip():
-        return RequestOptions()
-    values: dict[str, str] = {}
-    for part in text.split(";"):
-        part = part.strip()
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        key = key.strip().lower().replace("-", "_")
-        if not sep or not key:
-            raise OptionsError(f"custom attribute {part!r} is not key=value",
-                               hint="write them as num_speakers=2;language=en")
-        if key in values:
-            raise OptionsError(f"custom attribute {key!r} is given twice")
-        values[key] = value.strip()
-    return RequestOptions.from_mapping(values, source="custom attributes")
 
 
 def _media_range(value: str) -> str:
@@ -255,7 +151,7 @@ class Reply:
 
 def transcribe_file(pipeline, path: str | os.PathLike, options: RequestOptions, fmt: str) -> Reply:
     """Run the pipeline on one media file and render the answer."""
-    result = pipeline.transcribe(path, uri=REQUEST_URI, **options.transcribe_kwargs())
+    result = pipeline.transcribe(path, uri=REQUEST_URI, options=options)
     return Reply(body=render(result, fmt).encode("utf-8"), content_type=CONTENT_TYPES[fmt])
 
 

@@ -1,0 +1,37 @@
+"""whisperx: model loading, its batched pipeline, its VAD helpers and alignment (3.8.x)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import whisperx
+from whisperx.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
+from whisperx.diarize import Segment as VadSegment
+from whisperx.vads.pyannote import Binarize
+from whisperx.vads.vad import Vad
+
+__all__ = ["N_SAMPLES", "SAMPLE_RATE", "Binarize", "Vad", "VadSegment", "align", "load_align_model",
+           "load_model", "log_mel_spectrogram", "merge_vad_chunks"]
+
+#: attributes of the object ``load_model`` returns that diarkit uses (checked by the tests)
+PIPELINE_ATTRIBUTES = ("model", "tokenizer", "detect_language", "__call__")
+
+load_align_model = whisperx.load_align_model
+align = whisperx.align
+
+
+def load_model(path: str, device: str, **kwargs):
+    """``whisperx.load_model``, without the notice it prints on stdout.
+
+    The notice ("Use manually assigned vad_model...") comes from one ``print`` in
+    ``whisperx.asr.load_model``; models load one at a time under the pipeline's lock, so
+    the short redirect cannot swallow another thread's output of a request.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        return whisperx.load_model(path, device, **kwargs)
+
+
+def merge_vad_chunks(regions, chunk_size: float, onset: float, offset: float) -> list[dict]:
+    """whisperx's cut of speech regions into <= chunk_size chunks (what WhisperX publishes)."""
+    return Vad.merge_chunks([VadSegment(r.start, r.end, "UNKNOWN") for r in regions], chunk_size, onset, offset)
