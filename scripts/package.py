@@ -36,6 +36,7 @@ from pathlib import Path, PurePosixPath
 REPO = Path(__file__).resolve().parent.parent
 
 import diarkit
+from diarkit.errors import ModelDirectoryError
 from diarkit.models.manifest import MANIFEST_NAME, ModelDirectory, sha256_file
 
 logger = logging.getLogger("package")
@@ -69,11 +70,15 @@ def package_files() -> dict[str, Path]:
 def collect(root: Path) -> dict[str, Path]:
     """Every file to ship, by its name in the archive: the manifest, its artifacts' files,
     code/, and the package (a stale ``code/diarkit`` in the directory is replaced by it)."""
-    directory = ModelDirectory(root)
+    directory = ModelDirectory(root, check_kinds=False)
     problems = directory.verify()
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise PackageError(f"{root} does not match its manifest ({shown}): re-run scripts/fetch_models.py")
+    try:
+        directory.check_kinds()
+    except ModelDirectoryError as exc:  # packing is about files; say that it will not load
+        logger.warning("warning: diarkit will not load this directory: %s", exc)
     files = {MANIFEST_NAME}
     for artifact in directory.manifest.artifacts:
         for f in artifact.files:
@@ -232,7 +237,7 @@ def upload_tree(root: Path, url: str, *, endpoint_url: str | None, part_size: in
     client = s3_client(endpoint_url)
     config = transfer_config(part_size)
     known = {}
-    for artifact in ModelDirectory(root).manifest.artifacts:
+    for artifact in ModelDirectory(root, check_kinds=False).manifest.artifacts:
         for f in artifact.files:
             known[artifact.path if f.path == "." else f"{artifact.path}/{f.path}"] = f.sha256
     keys = []

@@ -125,8 +125,8 @@ class FakePipeline:
         cls.calls.append(("load", model_dir, device))
         return cls()
 
-    def transcribe(self, path, num_speakers=None, min_speakers=None, max_speakers=None, language=None):
-        self.calls.append(("transcribe", Path(path).name, num_speakers))
+    def transcribe(self, path, *, options):
+        self.calls.append(("transcribe", Path(path).name, options.num_speakers))
         if "broken" in path:
             raise RuntimeError("cannot decode")
         turns = [{"start": 0.5, "end": 4.0, "speaker": "SPEAKER_00"}, {"start": 5.0, "end": 8.0, "speaker": "SPEAKER_01"}]

@@ -98,6 +98,11 @@ def toolkit_run(model_dir, sample_wav, tmp_path_factory):
     unpacked = root / "opt" / "ml" / "model"
     shutil.copytree(model_dir, unpacked, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
                     copy_function=link_or_copy)
+    from package import package_files  # the package goes into code/diarkit/ as package.py packs it
+
+    for name, source in package_files().items():
+        (unpacked / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, unpacked / name)
     clip = root / "clip.wav"
     ffmpeg("-i", str(sample_wav), "-t", "8", str(clip))
     driver = root / "driver.py"

@@ -28,11 +28,12 @@ class StubPipeline:
         self.calls: list[dict] = []
         self.finished = threading.Event()
 
-    def transcribe(self, media, **kwargs):
-        self.calls.append(kwargs)
+    def transcribe(self, media, *, uri=None, options=None):
+        # what the request asked for, flattened as the pipeline reads it
+        self.calls.append({"uri": uri, **options.speaker_hints, "language": options.language})
         time.sleep(self.delay)
         self.finished.set()
-        return TranscriptResult(uri=kwargs.get("uri") or "audio", duration=1.0, language="en")
+        return TranscriptResult(uri=uri or "audio", duration=1.0, language="en")
 
 
 def free_port() -> int:

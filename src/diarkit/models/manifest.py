@@ -119,7 +119,7 @@ def describe_files(directory: Path) -> list[ArtifactFile]:
 class ModelDirectory:
     """A model directory and its manifest."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, check_kinds: bool = True):
         self.root = Path(root)
         manifest_path = self.root / MANIFEST_NAME
         if not manifest_path.is_file():
@@ -133,7 +133,8 @@ class ModelDirectory:
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelDirectoryError(f"unreadable manifest.json ({exc})", path=str(manifest_path)) from exc
         self.manifest_path = manifest_path
-        self.check_kinds()
+        if check_kinds:  # tools that only check files (verify, package) read any manifest
+            self.check_kinds()
 
     def check_kinds(self) -> None:
         """Every artifact's role and kind is in the registry (reading a manifest does this)."""
