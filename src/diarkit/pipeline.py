@@ -88,7 +88,12 @@ class DiarkitPipeline:
             self.segmenter = model_dir.load("segmentation", context)
             self.transcriber = model_dir.load("asr", context)
             self.encoder = model_dir.load("embedding", context)
-            self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
+            if model_dir.artifact("diarization") is not None:  # a pyannote config.yaml (production profiles)
+                plda = model_dir.load("plda", context) if model_dir.artifact("plda") is not None else None
+                self.diarizer = model_dir.load("diarization", context).diarizer(
+                    self.segmenter, self.encoder, plda, device=self.device)
+            else:
+                self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
             if model_dir.artifact("alignment") is not None:
                 self.aligner = model_dir.load("alignment", context)
             else:
