@@ -57,7 +57,6 @@ def test_cli_transcribes_10_s_with_a_production_profile(profile, profile_dirs, s
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "sample10.json").read_text())
     check_result(result, profile)
-    assert result["models"]["alignment"]["kind"] == "wav2vec2"  # the aligner that ran
 
 
 # --- equivalence with pyannote's and whisperx's own code on the same stand-ins ------------
@@ -208,6 +207,7 @@ def _broken(profile_dirs, tmp_path, change) -> Path:
     copy = tmp_path / "model"
     shutil.copytree(profile_dirs["large-v3"], copy, copy_function=os.link)
     manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").unlink()  # a hard link to the shared directory's manifest
     change(copy, manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy

@@ -110,7 +110,7 @@ class DiarkitPipeline:
 
     def describe_models(self) -> dict:
         models = self.model_dir.describe()
-        models["alignment"] = {"kind": self.aligner.name}
+        models.setdefault("alignment", {"kind": self.aligner.name})  # whisper-attention: no artifact
         models["device"] = self.device
         return models
 
