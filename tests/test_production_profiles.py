@@ -146,7 +146,8 @@ def test_word_times_equal_whisperx_align(loaded, profile_dirs, sample10):
 # --- packed, moved, loaded with the network blocked ----------------------------------------
 
 DRIVER = r'''
-import json, socket, sys
+import json, logging, socket, sys
+logging.basicConfig(level=logging.INFO)  # as the SageMaker toolkits do
 attempts = []
 def refuse(self, address, *args):
     if self.family in (socket.AF_INET, socket.AF_INET6):
