@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from conftest import REPO
-from diarkit.errors import ModelDirectoryError
 from diarkit.models.manifest import ModelDirectory, sha256_file
 
 
