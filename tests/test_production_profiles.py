@@ -260,6 +260,8 @@ def test_fetched_configs_use_model_relative_references(profile_dirs):
 
 
 def test_vad_reads_the_powerset_speech_probability(loaded, sample10):
+    import torch
+
     from diarkit import audio as audio_io
     from diarkit.vad import speech_probability
 
@@ -267,7 +269,7 @@ def test_vad_reads_the_powerset_speech_probability(loaded, sample10):
     assert pipeline.segmenter.powerset
     segmentation = pipeline.segmenter(audio_io.decode(sample10))
     assert segmentation.speech is not None
-    logp = pipeline.segmenter.inference({"waveform": __import__("torch").from_numpy(audio_io.decode(sample10))[None],
+    logp = pipeline.segmenter.inference({"waveform": torch.from_numpy(audio_io.decode(sample10))[None],
                                          "sample_rate": 16000}).data
     assert np.allclose(segmentation.speech.data[..., 0], 1 - np.exp(logp[..., 0]))
     assert speech_probability(segmentation).data.shape[-1] == 1
