@@ -51,7 +51,6 @@ os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "20")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-CONTAINER_DIR = "/opt/ml/model"
 TORCHAUDIO_MODELS = "https://download.pytorch.org/torchaudio/models/"
 
 # Each artifact: role, kind (the loader), source, target (relative to the model
@@ -59,7 +58,9 @@ TORCHAUDIO_MODELS = "https://download.pytorch.org/torchaudio/models/"
 # size_mb (approximate, for --dry-run and the README; the real sizes come from the hub).
 # Hub sources: repo, revision (a commit, pinned), files, gated (needs a token), and
 # optionally subfolder (stripped from the repo path). A pyannote pipeline config lists
-# in ``rewrite`` which pipeline params to point at which target inside --container-dir.
+# in ``rewrite`` which pipeline params to point at which folder of the model directory; the
+# config then names them ``$model/<folder relative to the config>`` (pyannote resolves that
+# against the config's own folder), so the directory loads wherever it is mounted.
 #
 # Where each pinned revision comes from (checked 2026-11 against public hub pages):
 #   Systran/faster-whisper-large-v2 f0fe8156...  head of main (README update after the
@@ -132,8 +133,7 @@ PROFILES: dict[str, list[dict]] = {
                        "revision": "84fd25912480287da0247647c3d2b4853cb3ee5d",
                        "files": ["config.yaml"], "gated": True},
             "target": "diarization/config.yaml",
-            "rewrite": {"segmentation": "diarization/segmentation/pytorch_model.bin",
-                        "embedding": "diarization/embedding/pytorch_model.bin"},
+            "rewrite": {"segmentation": "diarization/segmentation", "embedding": "diarization/embedding"},
             "size_mb": 0.001,
         },
         {
@@ -148,13 +148,9 @@ PROFILES: dict[str, list[dict]] = {
             "target": "diarization/embedding/pytorch_model.bin",
             "size_mb": 26.6,
         },
+        # no second (v2) VAD model: segmentation-3.0's powerset output gives the speech
+        # probability, and the one segmentation pass per file feeds VAD and diarization
         _WAV2VEC2_EN,
-        {
-            "role": "vad", "kind": "pyannote-segmentation",
-            "source": _WHISPERX_SEGMENTATION,
-            "target": "vad/pytorch_model.bin",
-            "size_mb": 18,
-        },
     ],
     "large-v3": [
         {
@@ -170,8 +166,7 @@ PROFILES: dict[str, list[dict]] = {
             "role": "diarization", "kind": "pyannote-pipeline-config",
             "source": {**_COMMUNITY_1, "files": ["config.yaml"]},
             "target": "diarization/config.yaml",
-            "rewrite": {"segmentation": "diarization/segmentation/pytorch_model.bin",
-                        "embedding": "diarization/embedding/pytorch_model.bin",
+            "rewrite": {"segmentation": "diarization/segmentation", "embedding": "diarization/embedding",
                         "plda": "diarization/plda"},
             "size_mb": 0.001,
         },
@@ -269,11 +264,18 @@ def repo_path(entry: dict, rel: str) -> str:
     return posixpath.join(sub, rel) if sub else rel
 
 
-def settings_for(entry: dict, container_dir: str) -> dict:
+def model_reference(config_target: str, relative: str) -> str:
+    """``$model/<relative, seen from the config's folder>``: what the fetched config.yaml says."""
+    inside = posixpath.relpath(relative, posixpath.dirname(config_target) or ".")
+    if inside.startswith(".."):
+        raise FetchError(f"{relative} is not inside {posixpath.dirname(config_target)}/, beside the config")
+    return f"$model/{inside}"
+
+
+def settings_for(entry: dict) -> dict:
     settings = dict(entry.get("settings", {}))
     if entry.get("rewrite"):
-        settings["container_dir"] = container_dir
-        settings["rewrite"] = {k: posixpath.join(container_dir, v) for k, v in entry["rewrite"].items()}
+        settings["rewrite"] = {k: model_reference(entry["target"], v) for k, v in entry["rewrite"].items()}
     return settings
 
 
@@ -305,11 +307,11 @@ def verified(out: Path, artifact: Artifact) -> dict[str, ArtifactFile]:
     return good
 
 
-def plan_profile(entries: list[dict], out: Path, container_dir: str) -> list[Plan]:
+def plan_profile(entries: list[dict], out: Path) -> list[Plan]:
     old = load_manifest(out)
     plans = []
     for entry in entries:
-        settings = settings_for(entry, container_dir)
+        settings = settings_for(entry)
         files = hub_files(entry) if entry["source"]["type"] == "hf" else []
         plan = Plan(entry, settings, files)
         previous = old.artifact(entry["role"]) if old else None
@@ -520,7 +522,7 @@ def fetch_hf(plan: Plan, destination: Path, staging: Path, context: dict) -> dic
         os.replace(path, target)
     if plan.entry.get("rewrite"):
         config = destination if destination.is_file() else destination / "config.yaml"
-        text = rewrite_pipeline_config(config.read_text("utf-8"), plan.entry["rewrite"], context["container_dir"])
+        text = rewrite_pipeline_config(config.read_text("utf-8"), plan.entry["rewrite"], plan.entry["target"])
         config.write_text(text, "utf-8")
     return dict(source)
 
@@ -559,16 +561,16 @@ FETCHERS = {"package": fetch_package, "hf": fetch_hf, "torchaudio": fetch_torcha
 
 # --- the pyannote pipeline config ----------------------------------------------------------
 
-def rewrite_pipeline_config(text: str, mapping: dict[str, str], container_dir: str = CONTAINER_DIR) -> str:
-    """Point the pipeline's models at files inside ``container_dir`` (no hub ids left).
+def rewrite_pipeline_config(text: str, mapping: dict[str, str], config_target: str) -> str:
+    """Point the pipeline's models at folders of the model directory (no hub ids left).
 
-    ``mapping`` is ``{param: path relative to the model directory}`` for ``pipeline.params``;
-    hub ids (``pyannote/segmentation-3.0``) and ``$model/...`` references are both replaced.
+    ``mapping`` is ``{param: folder relative to the model directory}`` for ``pipeline.params``;
+    each becomes ``$model/<folder relative to config_target's folder>``, which pyannote
+    resolves against the config's folder: the directory loads wherever it is (a container's
+    /opt/ml/model, a laptop, a test). Hub ids and absolute paths are both replaced.
     """
     import yaml
 
-    if not container_dir.startswith("/"):
-        raise FetchError(f"--container-dir must be an absolute path, not {container_dir!r}")
     config = yaml.safe_load(text)
     params = (config or {}).get("pipeline", {}).get("params")
     if not isinstance(params, dict):
@@ -576,12 +578,13 @@ def rewrite_pipeline_config(text: str, mapping: dict[str, str], container_dir: s
     for key, relative in mapping.items():
         if key not in params:
             raise FetchError(f"the pipeline config.yaml has no pipeline.params.{key} to rewrite")
-        logger.info("  config.yaml: %s: %s -> %s", key, params[key], posixpath.join(container_dir, relative))
-        params[key] = posixpath.join(container_dir, relative)
+        reference = model_reference(config_target, relative)
+        logger.info("  config.yaml: %s: %s -> %s", key, params[key], reference)
+        params[key] = reference
     outside = [f"{k}: {v}" for k, v in params.items()
-               if isinstance(v, str) and ("/" in v or v.startswith("$model")) and not v.startswith(container_dir + "/")]
+               if isinstance(v, str) and ("/" in v or v.startswith("$model")) and k not in mapping]
     if outside:
-        raise FetchError(f"the pipeline config.yaml still points outside {container_dir}: {', '.join(outside)}")
+        raise FetchError(f"the pipeline config.yaml still points outside the model directory: {', '.join(outside)}")
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -676,7 +679,7 @@ def install(staging: Path, out: Path, manifest: Manifest, old: Manifest | None) 
     tmp_manifest.replace(out / MANIFEST_NAME)
 
 
-def fetch(profile: str, out: Path, *, token: str | None = None, container_dir: str = CONTAINER_DIR,
+def fetch(profile: str, out: Path, *, token: str | None = None,
           timeout: float = 20.0, min_free: int = 500_000_000, progress: bool = True,
           profiles: dict[str, list[dict]] | None = None) -> Manifest:
     """Build ``profile`` in a temporary folder, then move it into ``out``.
@@ -687,7 +690,7 @@ def fetch(profile: str, out: Path, *, token: str | None = None, container_dir: s
     """
     entries = (profiles or PROFILES)[profile]
     validate_profile(profile, entries)
-    plans = plan_profile(entries, out, container_dir)
+    plans = plan_profile(entries, out)
     remote = [p for p in plans if p.remote]
     if not remote:
         force_offline()
@@ -703,7 +706,7 @@ def fetch(profile: str, out: Path, *, token: str | None = None, container_dir: s
     staging = make_staging(out)
     try:
         check_space(staging, sum(bytes_to_fetch(p) for p in plans), min_free)
-        context = {"token": token, "container_dir": container_dir, "timeout": timeout, "progress": progress,
+        context = {"token": token, "timeout": timeout, "progress": progress,
                    "old": load_manifest(out)}
         artifacts = [materialize(plan, out, staging, context) for plan in plans]
         manifest = Manifest(
@@ -730,8 +733,9 @@ def validate_profile(name: str, entries: list[dict]) -> None:
             raise FetchError(f"profile {name}: target {target!r} contains another artifact")
     for entry in entries:
         for relative in entry.get("rewrite", {}).values():
-            if relative not in targets:
+            if not any(t == relative or t.startswith(relative.rstrip("/") + "/") for t in targets):
                 raise FetchError(f"profile {name}: config rewrite points at {relative!r}, which no artifact fetches")
+            model_reference(entry["target"], relative)
 
 
 # --- dry run -------------------------------------------------------------------------------
@@ -741,10 +745,10 @@ def size_text(entry: dict) -> str:
     return "< 0.1 MB" if size < 0.1 else f"~{size:g} MB"
 
 
-def dry_run(profile: str, out: Path, container_dir: str, entries: list[dict]) -> list[str]:
+def dry_run(profile: str, out: Path, entries: list[dict]) -> list[str]:
     """What a fetch would do, without the network (one artifact per line, then its files)."""
     validate_profile(profile, entries)
-    lines = [f"profile {profile} -> {out} (container dir {container_dir})"]
+    lines = [f"profile {profile} -> {out}"]
     total = 0.0
     for entry in entries:
         source = entry["source"]
@@ -764,7 +768,7 @@ def dry_run(profile: str, out: Path, container_dir: str, entries: list[dict]) ->
         for name, target in pairs:
             lines.append(f"      {name} -> {target}")
         for key, relative in entry.get("rewrite", {}).items():
-            lines.append(f"      rewrite pipeline.params.{key} -> {posixpath.join(container_dir, relative)}")
+            lines.append(f"      rewrite pipeline.params.{key} -> {model_reference(entry['target'], relative)}")
     gated = sorted({e["source"]["repo"] for e in entries if e["source"].get("gated")})
     lines.append(f"about {total / 1000:.2f} GB" + (f"; gated, needs a token: {', '.join(gated)}" if gated else ""))
     return lines
@@ -794,8 +798,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", type=Path, metavar="DIR", help="check DIR against its manifest and exit")
     parser.add_argument("--dry-run", action="store_true", help="print what would be fetched; no network")
     parser.add_argument("--token", help="Hugging Face token (default: HF_TOKEN or the saved login)")
-    parser.add_argument("--container-dir", default=CONTAINER_DIR,
-                        help=f"where the model directory is mounted when served (default {CONTAINER_DIR})")
     parser.add_argument("--timeout", type=float, default=20.0,
                         help="seconds to wait for the hub's first answers before giving up (default 20)")
     parser.add_argument("--min-free-gb", type=float, default=0.5,
@@ -816,9 +818,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile not in profiles:
             parser.error(f"unknown profile {args.profile!r} (known: {', '.join(profiles)})")
         if args.dry_run:
-            print("\n".join(dry_run(args.profile, args.out, args.container_dir, profiles[args.profile])))
+            print("\n".join(dry_run(args.profile, args.out, profiles[args.profile])))
             return 0
-        manifest = fetch(args.profile, args.out, token=args.token, container_dir=args.container_dir,
+        manifest = fetch(args.profile, args.out, token=args.token,
                          timeout=args.timeout, min_free=int(args.min_free_gb * 1e9), progress=not args.quiet,
                          profiles=profiles)
     except KeyboardInterrupt:

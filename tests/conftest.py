@@ -99,3 +99,29 @@ def moto_endpoint():
     assert host == "127.0.0.1"
     yield f"http://{host}:{port}"
     server.stop()
+
+
+# --- the production profiles, with stand-in weights (tests/standins.py) --------------------
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory):
+    """Random-weight stand-ins of every hub artifact of large-v2 / large-v3, built once."""
+    from standins import StandIns
+
+    return StandIns(tmp_path_factory.mktemp("standins"))
+
+
+@pytest.fixture(scope="session")
+def profile_dirs(standins, model_dir, tmp_path_factory) -> dict[str, Path]:
+    """Model directories laid out as fetch_models.py writes large-v2 and large-v3 (ASR: tiny.en)."""
+    root = tmp_path_factory.mktemp("profiles")
+    return {profile: standins.build_profile_dir(profile, root / profile, model_dir / "asr" / "tiny.en")
+            for profile in ("large-v2", "large-v3")}
+
+
+@pytest.fixture(scope="session")
+def sample10(sample_wav, tmp_path_factory) -> Path:
+    """The first 10 s of the shipped sample (ResNet34 embeddings are slow on a CPU)."""
+    out = tmp_path_factory.mktemp("sample10") / "sample10.wav"
+    ffmpeg("-i", str(sample_wav), "-t", "10", str(out))
+    return out

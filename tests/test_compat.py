@@ -10,7 +10,7 @@ import importlib
 
 import pytest
 
-MODULES = ["whisperx", "faster_whisper", "pyannote", "resemblyzer", "uvicorn"]
+MODULES = ["whisperx", "faster_whisper", "pyannote", "resemblyzer", "uvicorn", "torchaudio"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -29,6 +29,8 @@ def test_the_attributes_diarkit_uses_exist():
         (pyannote.Inference, ("aggregate",)),
         (pyannote.AgglomerativeClustering, ("__call__", "expects_num_clusters")),
         (whisperx.Vad, ("merge_chunks",)),
+        (pyannote.Powerset, ("to_multilabel",)),
+        (pyannote.PLDA, ("from_pretrained", "__call__")),
     ]
     import faster_whisper as fw
     import whisperx.asr as wx_asr
@@ -53,3 +55,32 @@ def test_loaded_models_have_the_instance_attributes(pipeline):
     encoder = getattr(pipeline.encoder, "model", None)
     if isinstance(encoder, resemblyzer.VoiceEncoder):
         assert all(hasattr(encoder, n) for n in resemblyzer.VOICE_ENCODER_ATTRIBUTES)
+
+
+def test_production_profile_internals():
+    """What the large-v2 / large-v3 loaders rely on: torchaudio's bundle file name, a powerset
+    model's specifications, and whisperx.align's punkt_tab found offline in diarkit's assets."""
+    import torchaudio as ta
+    from nltk.data import find
+
+    from diarkit.compat import pyannote, torchaudio, whisperx
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+
+    bundle = ta.pipelines.WAV2VEC2_ASR_BASE_960H
+    assert all(hasattr(bundle, n) for n in torchaudio.BUNDLE_ATTRIBUTES)
+    assert torchaudio.bundle_file("WAV2VEC2_ASR_BASE_960H") == "wav2vec2_fairseq_base_ls960_asr_ls960.pth"
+    specs = Specifications(problem=Problem.MONO_LABEL_CLASSIFICATION, resolution=Resolution.FRAME, duration=10.0,
+                           classes=["a", "b", "c"], powerset_max_classes=2)
+    assert all(hasattr(specs, n) for n in pyannote.POWERSET_SPECIFICATION_ATTRIBUTES) and specs.powerset
+    assert str(whisperx.NLTK_DATA) in find("tokenizers/punkt_tab/english/abbrev_types.txt")
+
+
+def test_shipped_punkt_tab_is_what_the_pinned_package_gives():
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_punkt_tab.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

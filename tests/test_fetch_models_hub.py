@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from scripts.fetch_models import PROFILES, FetchError, rewrite_pipeline_config, validate_profile
+from scripts.fetch_models import PROFILES, FetchError, model_reference, rewrite_pipeline_config, validate_profile
 
 FETCH = REPO / "scripts" / "fetch_models.py"
 HUB_PROFILES = ("large-v2", "large-v3")
@@ -124,7 +124,7 @@ def test_hub_profiles_follow_the_design():
     assert v2["diarization"]["source"]["repo"] == "pyannote/speaker-diarization-3.1"
     assert v2["segmentation"]["source"]["repo"] == "pyannote/segmentation-3.0"
     assert v2["embedding"]["source"]["repo"] == "pyannote/wespeaker-voxceleb-resnet34-LM"
-    assert v2["vad"]["source"]["type"] == "package"
+    assert "vad" not in v2  # segmentation-3.0's powerset output is the VAD (one pass per file)
     assert {v3[r]["source"]["repo"] for r in ("diarization", "segmentation", "embedding", "plda")} == {
         "pyannote/speaker-diarization-community-1"}
     for profile in (v2, v3):
@@ -167,19 +167,20 @@ def test_dry_run_lists_every_artifact_without_network(profile, tmp_path):
         else:
             assert f"-> {entry['target']}" in text
         for key, relative in entry.get("rewrite", {}).items():
-            assert f"pipeline.params.{key} -> /opt/ml/model/{relative}" in text
+            assert f"pipeline.params.{key} -> {model_reference(entry['target'], relative)}" in text
     assert "gated, needs a token: " in text
     assert not out.exists() and not list(tmp_path.glob(".fetch-*"))
 
 
 # --- the pipeline config rewrite -----------------------------------------------------------
 
-def test_rewrite_points_the_31_config_inside_the_container():
-    mapping = next(e for e in PROFILES["large-v2"] if e["role"] == "diarization")["rewrite"]
-    config = yaml.safe_load(rewrite_pipeline_config(CONFIG_31, mapping))
+def test_rewrite_points_the_31_config_at_the_model_directory():
+    entry = next(e for e in PROFILES["large-v2"] if e["role"] == "diarization")
+    config = yaml.safe_load(rewrite_pipeline_config(CONFIG_31, entry["rewrite"], entry["target"]))
     params = config["pipeline"]["params"]
-    assert params["segmentation"] == "/opt/ml/model/diarization/segmentation/pytorch_model.bin"
-    assert params["embedding"] == "/opt/ml/model/diarization/embedding/pytorch_model.bin"
+    # relative to the config's folder: the directory loads wherever it is mounted
+    assert params["segmentation"] == "$model/segmentation"
+    assert params["embedding"] == "$model/embedding"
     original = yaml.safe_load(CONFIG_31)
     for key in ("clustering", "embedding_batch_size", "embedding_exclude_overlap", "segmentation_batch_size"):
         assert params[key] == original["pipeline"]["params"][key]
@@ -188,21 +189,22 @@ def test_rewrite_points_the_31_config_inside_the_container():
 
 
 def test_rewrite_replaces_model_references_of_community_1():
-    mapping = next(e for e in PROFILES["large-v3"] if e["role"] == "diarization")["rewrite"]
-    text = rewrite_pipeline_config(CONFIG_COMMUNITY_1, mapping, "/srv/models/diarkit")
+    entry = next(e for e in PROFILES["large-v3"] if e["role"] == "diarization")
+    text = rewrite_pipeline_config(CONFIG_COMMUNITY_1, entry["rewrite"], entry["target"])
     params = yaml.safe_load(text)["pipeline"]["params"]
-    assert params["plda"] == "/srv/models/diarkit/diarization/plda"
-    assert params["segmentation"] == "/srv/models/diarkit/diarization/segmentation/pytorch_model.bin"
-    assert "$model" not in text and "pyannote/" not in text.replace("pyannote.audio", "")
+    assert (params["plda"], params["segmentation"], params["embedding"]) == (
+        "$model/plda", "$model/segmentation", "$model/embedding")
+    assert "/opt/ml" not in text and "pyannote/" not in text.replace("pyannote.audio", "")
 
 
 def test_rewrite_refuses_a_config_that_would_still_reach_the_hub():
-    with pytest.raises(FetchError, match="still points outside /opt/ml/model: embedding"):
-        rewrite_pipeline_config(CONFIG_31, {"segmentation": "diarization/segmentation/pytorch_model.bin"})
+    with pytest.raises(FetchError, match="still points outside the model directory: embedding"):
+        rewrite_pipeline_config(CONFIG_31, {"segmentation": "diarization/segmentation"}, "diarization/config.yaml")
     with pytest.raises(FetchError, match="no pipeline.params.plda"):
-        rewrite_pipeline_config(CONFIG_31, {"plda": "diarization/plda"})
-    with pytest.raises(FetchError, match="absolute"):
-        rewrite_pipeline_config(CONFIG_31, {"segmentation": "x"}, "opt/ml/model")
+        rewrite_pipeline_config(CONFIG_31, {"plda": "diarization/plda"}, "diarization/config.yaml")
+    with pytest.raises(FetchError, match="not inside diarization/"):
+        rewrite_pipeline_config(CONFIG_31, {"segmentation": "segmentation", "embedding": "diarization/embedding"},
+                                "diarization/config.yaml")
 
 
 # --- failing fast and clean ----------------------------------------------------------------
@@ -336,8 +338,7 @@ MINI_PROFILE = {
          "source": {"type": "hf", "repo": "pyannote/speaker-diarization-3.1", "revision": REV,
                     "files": ["config.yaml"], "gated": True},
          "target": "diarization/config.yaml",
-         "rewrite": {"segmentation": "diarization/segmentation/pytorch_model.bin",
-                     "embedding": "diarization/embedding/pytorch_model.bin"}},
+         "rewrite": {"segmentation": "diarization/segmentation", "embedding": "diarization/embedding"}},
         {"role": "segmentation", "kind": "pyannote-segmentation",
          "source": {"type": "hf", "repo": "pyannote/segmentation-3.0", "revision": REV,
                     "files": ["pytorch_model.bin"], "gated": True},
@@ -379,21 +380,21 @@ def mini_fetch(tmp_path, hub, out, *extra):
 
 def test_hub_fetch_writes_rewritten_config_and_manifest_then_reuses_verified_files(tmp_path, mini_hub):
     out = tmp_path / "model"
-    proc, _ = mini_fetch(tmp_path, mini_hub, out, "--container-dir", "/opt/ml/model")
+    proc, _ = mini_fetch(tmp_path, mini_hub, out)
     assert proc.returncode == 0, proc.stderr
     assert (out / "asr/mini/model.bin").read_bytes() == mini_hub.contents[("acme/whisper-mini", "model.bin")]
     assert (out / "diarization/plda/xvec_transform.npz").read_bytes() == mini_hub.contents[
         ("acme/community", "plda/xvec_transform.npz")]
     assert (out / "diarization/embedding/pytorch_model.bin").is_file()
     params = yaml.safe_load((out / "diarization/config.yaml").read_text())["pipeline"]["params"]
-    assert params["segmentation"] == "/opt/ml/model/diarization/segmentation/pytorch_model.bin"
-    assert params["embedding"] == "/opt/ml/model/diarization/embedding/pytorch_model.bin"
+    assert params["segmentation"] == "$model/segmentation" and params["embedding"] == "$model/embedding"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["profile"] == "mini-hub"
     roles = {a["role"]: a for a in manifest["artifacts"]}
     assert roles["segmentation"]["source"]["revision"] == REV
     assert roles["segmentation"]["source"]["repo"] == "pyannote/segmentation-3.0"
-    assert roles["diarization"]["settings"]["container_dir"] == "/opt/ml/model"
+    assert roles["diarization"]["settings"]["rewrite"] == {"segmentation": "$model/segmentation",
+                                                           "embedding": "$model/embedding"}
     config_file = roles["diarization"]["files"][0]
     assert config_file["path"] == "." and config_file["sha256"] == hashlib.sha256(
         (out / "diarization/config.yaml").read_bytes()).hexdigest()
@@ -448,3 +449,42 @@ def test_a_failed_fetch_leaves_an_existing_directory_as_it_was(tmp_path, mini_hu
     assert proc.returncode == 1 and "acme/whisper-mini is gated" in proc.stderr
     after = sorted((p.relative_to(out).as_posix(), p.stat().st_ino) for p in out.rglob("*"))
     assert after == [item for item in before if item[0] != "asr/mini/model.bin"]
+
+
+# --- the real profiles' hub artifacts, as stand-ins with real checkpoint bytes -------------
+
+@pytest.mark.parametrize("profile", HUB_PROFILES)
+def test_fetched_standin_profile_loads_and_runs(profile, fake_hub, standins, sample10, tmp_path):
+    """The profile's own hub entries (pinned repos, revisions, files, rewrite), served on loopback
+    with the stand-ins' checkpoint bytes; the fetched directory then loads and transcribes.
+
+    Two entries differ from the real profile: the ASR is the bundled tiny.en (a package copy
+    instead of 3 GB from the hub) and the torchaudio wav2vec2 bundle is left out (torchaudio
+    downloads it from download.pytorch.org, which a loopback test cannot stand in for; the
+    wav2vec2 loader is covered by tests/test_production_profiles.py).
+    """
+    entries = [PROFILES["bundled"][0] if e["role"] == "asr" else e
+               for e in PROFILES[profile] if e["source"]["type"] != "torchaudio"]
+    revisions = {e["source"]["repo"]: e["source"]["revision"] for e in entries if e["source"]["type"] == "hf"}
+    for (repo, name), path in standins.hub_files().items():
+        if repo in revisions:
+            fake_hub.add(repo, revisions[repo], name, path.read_bytes())
+    profiles = tmp_path / "profiles.json"
+    profiles.write_text(json.dumps({f"{profile}-standin": entries}))
+    out = tmp_path / "model"
+    proc, _ = run_fetch("--profiles", str(profiles), "--profile", f"{profile}-standin", "--out", str(out),
+                        "--token", "hf_test", "-q", env=hub_env(tmp_path, fake_hub.url), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    served = {(repo, name) for repo, name in standins.hub_files()}
+    asked = {tuple(m.groups()) for _, path in fake_hub.requests
+             if (m := re.match(r"^/(.+?/.+?)/resolve/[^/]+/(.+)$", path))}
+    assert asked <= served and asked  # only the profile's own files, nothing else
+
+    from diarkit.pipeline import DiarkitPipeline
+
+    pipeline = DiarkitPipeline.from_model_dir(out, device="cpu")
+    result = pipeline.transcribe(sample10).to_dict()
+    assert result["models"]["diarization"]["kind"] == "pyannote-pipeline-config"
+    assert result["models"]["diarization"]["repo"] in ("pyannote/speaker-diarization-3.1",
+                                                       "pyannote/speaker-diarization-community-1")
+    assert result["segments"] and result["diarization"]

@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from conftest import REPO
-from diarkit.errors import ModelDirectoryError
 from diarkit.models.manifest import ModelDirectory, sha256_file
 
 
@@ -115,17 +114,7 @@ def test_missing_file_fails_before_any_model_loads(model_dir, tmp_path):
     _fails_fast(_broken_copy(model_dir, tmp_path, change), "embedding", "resemblyzer.pt")
 
 
-PRODUCTION_LOADERS_PENDING = pytest.mark.xfail(
-    strict=True, raises=ModelDirectoryError,
-    reason="the production profiles' loaders (pyannote pipeline config, PLDA, WeSpeaker, torchaudio "
-           "wav2vec2) are not registered yet")
-
-
-@pytest.mark.parametrize("profile", [
-    "bundled",
-    pytest.param("large-v2", marks=PRODUCTION_LOADERS_PENDING),
-    pytest.param("large-v3", marks=PRODUCTION_LOADERS_PENDING),
-])
+@pytest.mark.parametrize("profile", ["bundled", "large-v2", "large-v3"])
 def test_every_fetch_profile_uses_registered_kinds(profile):
     """fetch_models.py writes only manifests the registry can load (one table of kinds)."""
     from fetch_models import PROFILES

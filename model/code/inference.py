@@ -24,8 +24,11 @@ logger = logging.getLogger("diarkit.inference")
 def model_fn(model_dir):
     """Load every model once from ``model_dir/manifest.json``."""
     from diarkit.pipeline import DiarkitPipeline
+    from diarkit.serving.loadreport import log_load
 
-    return DiarkitPipeline.from_model_dir(model_dir, device=os.environ.get("DIARKIT_DEVICE", "auto"))
+    pipeline = DiarkitPipeline.from_model_dir(model_dir, device=os.environ.get("DIARKIT_DEVICE", "auto"))
+    log_load(pipeline)  # device, load time, GPU memory: one line in the endpoint's log
+    return pipeline
 
 
 def transform_fn(model, input_data, content_type, accept, context=None):

@@ -58,6 +58,7 @@ class PipelineOptions:
     """Settings that are not per request. Defaults are the measured choices."""
 
     batch_size: int = 8
+    gpu_batch_size: int = 16  # Whisper chunks per batch on a GPU (whisperX's default there)
     beam_size: int = 5
     vad_onset: float = 0.5
     vad_offset: float = 0.363
@@ -78,7 +79,8 @@ class DiarkitPipeline:
         self.device = pick_device(device)
         self.options = options or PipelineOptions()
         threads = max(1, cpu_threads or os.cpu_count() or 1)
-        context = LoadContext(device=self.device, cpu_threads=threads, batch_size=self.options.batch_size,
+        batch_size = self.options.gpu_batch_size if self.device.startswith("cuda") else self.options.batch_size
+        context = LoadContext(device=self.device, cpu_threads=threads, batch_size=batch_size,
                               beam_size=self.options.beam_size)
         with _LOAD_LOCK:  # several server workers load one after the other (memory peaks, globals)
             started = time.perf_counter()
@@ -88,11 +90,17 @@ class DiarkitPipeline:
             self.segmenter = model_dir.load("segmentation", context)
             self.transcriber = model_dir.load("asr", context)
             self.encoder = model_dir.load("embedding", context)
-            self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
+            if model_dir.artifact("diarization") is not None:  # a pyannote config.yaml (production profiles)
+                plda = model_dir.load("plda", context) if model_dir.artifact("plda") is not None else None
+                self.diarizer = model_dir.load("diarization", context).diarizer(
+                    self.segmenter, self.encoder, plda, device=self.device)
+            else:
+                self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
             if model_dir.artifact("alignment") is not None:
                 self.aligner = model_dir.load("alignment", context)
+                self.aligner.fallback = WhisperAligner(self.transcriber, batch_size=batch_size)
             else:
-                self.aligner = WhisperAligner(self.transcriber, batch_size=self.options.batch_size)
+                self.aligner = WhisperAligner(self.transcriber, batch_size=batch_size)
             self.load_seconds = time.perf_counter() - started
         logger.info("models loaded from %s on %s in %.1f s (%d CPU threads)", model_dir.root, self.device,
                     self.load_seconds, threads)
@@ -105,7 +113,7 @@ class DiarkitPipeline:
 
     def describe_models(self) -> dict:
         models = self.model_dir.describe()
-        models["alignment"] = {"kind": self.aligner.name}
+        models.setdefault("alignment", {"kind": self.aligner.name})  # whisper-attention: no artifact
         models["device"] = self.device
         return models
 

@@ -27,7 +27,10 @@ class SpeechChunk:
 
 def speech_probability(segmentation: Segmentation) -> SlidingWindowFeature:
     chunks = segmentation.chunks
-    per_chunk = SlidingWindowFeature(np.max(chunks.data, axis=-1, keepdims=True), chunks.sliding_window)
+    if segmentation.speech is not None:  # powerset model: its own speech probability
+        per_chunk = segmentation.speech
+    else:
+        per_chunk = SlidingWindowFeature(np.max(chunks.data, axis=-1, keepdims=True), chunks.sliding_window)
     return Inference.aggregate(per_chunk, segmentation.frames, skip_average=False)
 
 

@@ -10,14 +10,19 @@ from __future__ import annotations
 import warnings
 
 from pyannote.audio import Audio, Inference, Model, Pipeline
+from pyannote.audio.core.plda import PLDA
+from pyannote.audio.utils.powerset import Powerset
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering, Clustering
 from pyannote.audio.pipelines.speaker_diarization import SpeakerDiarization
 from pyannote.core import Annotation, Segment, SlidingWindow, SlidingWindowFeature
 from pyannote.pipeline.parameter import ParamDict, Uniform
 
-__all__ = ["AgglomerativeClustering", "Annotation", "Audio", "Clustering", "Inference", "Model", "ParamDict",
-           "Pipeline", "Segment", "SlidingWindow", "SlidingWindowFeature", "SpeakerDiarization", "Uniform",
-           "SPEAKER_DIARIZATION_ATTRIBUTES"]
+__all__ = ["AgglomerativeClustering", "Annotation", "Audio", "Clustering", "Inference", "Model", "PLDA",
+           "ParamDict", "Pipeline", "Powerset", "Segment", "SlidingWindow", "SlidingWindowFeature", "SpeakerDiarization", "Uniform",
+           "POWERSET_SPECIFICATION_ATTRIBUTES", "SPEAKER_DIARIZATION_ATTRIBUTES"]
+
+#: what diarkit reads on a powerset model's specifications (segmentation-3.0)
+POWERSET_SPECIFICATION_ATTRIBUTES = ("powerset", "classes", "powerset_max_classes", "duration")
 
 #: methods of SpeakerDiarization that diarkit overrides or relies on
 SPEAKER_DIARIZATION_ATTRIBUTES = ("get_segmentations", "reconstruct", "apply", "instantiate",

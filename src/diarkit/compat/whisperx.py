@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
+import nltk
 import whisperx
 from whisperx.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
 from whisperx.diarize import Segment as VadSegment
@@ -19,6 +21,12 @@ PIPELINE_ATTRIBUTES = ("model", "tokenizer", "detect_language", "__call__")
 
 load_align_model = whisperx.load_align_model
 align = whisperx.align
+
+#: NLTK's English punkt_tab, shipped with diarkit (scripts/make_punkt_tab.py): ``whisperx.align``
+#: splits sentences with it and would otherwise call ``nltk.download`` (network)
+NLTK_DATA = Path(__file__).resolve().parent.parent / "assets" / "nltk_data"
+if str(NLTK_DATA) not in nltk.data.path:
+    nltk.data.path.insert(0, str(NLTK_DATA))
 
 
 def load_model(path: str, device: str, **kwargs):

@@ -65,19 +65,25 @@ class WhisperAligner:
 
 
 class Wav2Vec2Aligner:
-    """whisperx's CTC forced alignment with a local wav2vec2 model (HF folder)."""
+    """whisperx's CTC forced alignment with a local wav2vec2 model (HF folder or torchaudio bundle)."""
 
     name = "wav2vec2"
 
-    def __init__(self, model_path: str | Path, language: str, device: str = "cpu"):
+    def __init__(self, model_name: str | Path, language: str, device: str = "cpu", *,
+                 model_dir: str | Path | None = None):
         self.device = device
         self.language = language
+        self.fallback = None  # the aligner for other languages (the pipeline sets WhisperAligner)
         self.model, self.metadata = whisperx.load_align_model(
-            language_code=language, device=device, model_name=str(model_path), model_cache_only=True,
+            language_code=language, device=device, model_name=str(model_name),
+            model_dir=None if model_dir is None else str(model_dir), model_cache_only=True,
         )
 
     def __call__(self, audio: np.ndarray, chunks: list[ChunkTranscript], language: str) -> list[list[Word]]:
         if language != self.language:
+            if self.fallback is not None:  # a multilingual Whisper heard another language
+                logger.info("no %s wav2vec2 model: word times from Whisper's attention", language)
+                return self.fallback(audio, chunks, language)
             raise ValueError(f"alignment model is for {self.language!r}, not {language!r}")
         segments = [{"start": c.start, "end": c.end, "text": c.text} for c in chunks]
         aligned = whisperx.align(segments, self.model, self.metadata, audio, self.device)
@@ -97,3 +103,25 @@ class Wav2Vec2Aligner:
 def load_wav2vec2_huggingface(path: Path, artifact, context) -> Wav2Vec2Aligner:
     """Registry loader for a Hugging Face wav2vec2 CTC folder."""
     return Wav2Vec2Aligner(path, language=artifact.settings.get("language", "en"), device=context.device)
+
+
+def load_wav2vec2_torchaudio(path: Path, artifact, context) -> Wav2Vec2Aligner:
+    """Registry loader for a torchaudio wav2vec2 bundle file in the model directory.
+
+    torchaudio downloads the bundle's file when it is not in ``model_dir``: its presence is
+    checked first, so a missing file is a ModelDirectoryError and never a download.
+    """
+    from diarkit.errors import ModelDirectoryError
+    from diarkit.compat.torchaudio import bundle_file
+
+    bundle = artifact.settings.get("bundle") or artifact.source.get("bundle", "WAV2VEC2_ASR_BASE_960H")
+    try:
+        expected = path / bundle_file(bundle)
+    except ValueError as exc:
+        raise ModelDirectoryError(f"alignment artifact: {exc}", path=str(path),
+                                  hint="settings.bundle must name a torchaudio wav2vec2 bundle") from exc
+    if not expected.is_file():
+        raise ModelDirectoryError(f"alignment model file {expected.name} (torchaudio {bundle}) is missing",
+                                  path=str(path), hint="re-run scripts/fetch_models.py or check the archive")
+    return Wav2Vec2Aligner(bundle, language=artifact.settings.get("language", "en"),
+                           device=context.device, model_dir=path)

