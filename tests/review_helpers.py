@@ -40,7 +40,7 @@ class ReviewProcess:
         """A raw request: the path is sent exactly as given (no normalization of .. or %2e)."""
         conn = http.client.HTTPConnection(HOST, self.port, timeout=30)
         try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
+            conn.putrequest(method, path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
             for key, value in (headers or {}).items():
                 conn.putheader(key, value)
             if body is not None:

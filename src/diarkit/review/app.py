@@ -106,6 +106,18 @@ def load_result(path: Path) -> TranscriptResult:
                            hint="give the .json that diarkit transcribe wrote") from None
 
 
+def page_view(result: TranscriptResult) -> dict[str, Any]:
+    """What the page draws, compact: a word is [word, start, end, score] (an hour: ~0.5 MB, ~0.1 s less
+    to build than ``to_dict``), its speaker is its segment's."""
+    return {
+        "duration": result.duration,
+        "speakers": [{"label": s.label, "speaking_time": s.speaking_time, "words": s.words} for s in result.speakers],
+        "segments": [{"speaker": s.speaker, "start": s.start, "end": s.end,
+                      "words": [[w.word, w.start, w.end, w.score] for w in s.words]} for s in result.segments],
+        "diarization": [[t.start, t.end, t.speaker] for t in result.turns],
+    }
+
+
 def has_picture(path: Path) -> bool:
     """A video stream that is not just cover art (mp3 and m4a files often carry one)."""
     ffprobe = shutil.which("ffprobe")
@@ -146,7 +158,7 @@ class ReviewSession:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "result": self.result.to_dict(),
+            "result": page_view(self.result),
             "name": self.result_path.name,
             "media": {"url": "media", "video": self.video, "type": self.media_type, "name": self.media_path.name},
             "output": {"stem": self.out_stem, "formats": self.config.formats, "log": self.log_path.name},
@@ -192,6 +204,7 @@ class ReviewApp:
     def __init__(self, session: ReviewSession, token: str | None = None):
         self.session = session
         self.token = token
+        self._described: bytes | None = None
         #: the page's files: fixed at start, looked up by exact name, never joined to a path
         self.static = {p.name: p for p in STATIC_DIR.iterdir() if p.is_file() and not p.name.startswith(".")}
         app = Starlette(routes=[
@@ -218,7 +231,10 @@ class ReviewApp:
         return FileResponse(self.session.media_path, media_type=self.session.media_type)
 
     async def describe(self, request: Request) -> Response:
-        return JSONResponse(self.session.describe(), headers={"cache-control": "no-store"})
+        if self._described is None:  # the original never changes: encoded once (an hour: ~0.1 s)
+            self._described = await anyio.to_thread.run_sync(
+                lambda: JSONResponse(self.session.describe()).body)
+        return Response(self._described, media_type="application/json", headers={"cache-control": "no-store"})
 
     async def _edits(self, request: Request) -> Any:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
@@ -245,7 +261,7 @@ class ReviewApp:
             return _error(exc.status, exc.kind, exc.detail)
         except EditError as exc:
             return JSONResponse({"error": exc.kind, "detail": str(exc), "index": exc.index}, status_code=400)
-        return JSONResponse({"result": result.to_dict()}, headers={"cache-control": "no-store"})
+        return JSONResponse({"result": page_view(result)}, headers={"cache-control": "no-store"})
 
     async def save(self, request: Request) -> Response:
         try:

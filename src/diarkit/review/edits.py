@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from diarkit.assign import speaker_summary
 from diarkit.errors import OptionsError
-from diarkit.result import Segment, SpeakerTurn, TranscriptResult, Word
+from diarkit.result import Segment, Speaker, SpeakerTurn, TranscriptResult, Word
 
 #: longest speaker name accepted (a character name, not a paragraph)
 MAX_NAME = 80
@@ -58,7 +58,7 @@ class _State:
     """The result being edited, flattened into words and cut points."""
 
     def __init__(self, result: TranscriptResult):
-        self.result = copy.deepcopy(result)
+        self.result = _clone(result)
         self.words: list[Word] = [w for s in self.result.segments for w in s.words]
         #: word positions where a segment starts (always includes 0 when there are words)
         self.cuts: set[int] = set()
@@ -106,6 +106,19 @@ class _State:
         result.turns = _tidy_turns(self.turns)
         result.speakers = speaker_summary(result.turns, self.words)
         return result
+
+
+def _clone(result: TranscriptResult) -> TranscriptResult:
+    """A copy to edit; field by field, as copy.deepcopy takes ~0.2 s on an hour of words."""
+    return TranscriptResult(
+        uri=result.uri, duration=result.duration, language=result.language,
+        segments=[Segment(start=s.start, end=s.end, text=s.text, speaker=s.speaker,
+                          words=[Word(w.word, w.start, w.end, w.score, w.speaker) for w in s.words])
+                  for s in result.segments],
+        turns=[SpeakerTurn(t.start, t.end, t.speaker) for t in result.turns],
+        speakers=[Speaker(s.label, s.speaking_time, s.words) for s in result.speakers],
+        models=copy.deepcopy(result.models), timings=dict(result.timings), options=copy.deepcopy(result.options),
+        warnings=list(result.warnings))
 
 
 def _segment(words: list[Word]) -> Segment:
@@ -308,4 +321,4 @@ def apply_edits(result: TranscriptResult, edits: list[Edit]) -> TranscriptResult
             edit.apply(state)
         except EditError as exc:
             raise EditError(exc.message, index=index, hint=exc.hint) from None
-    return state.finish() if edits else copy.deepcopy(result)
+    return state.finish() if edits else _clone(result)

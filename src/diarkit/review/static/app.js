@@ -76,7 +76,17 @@
   const colorOf = (label) => state.colors.get(label) || "#888";
 
   // ---------- drawing ----------
-  function setResult(result) {
+  function unpack(view) {
+    // the server sends words as [word, start, end, score] and turns as [start, end, speaker]
+    for (const seg of view.segments) {
+      seg.words = seg.words.map((w) => ({ word: w[0], start: w[1], end: w[2], score: w[3], speaker: seg.speaker }));
+    }
+    view.diarization = view.diarization.map((t) => ({ start: t[0], end: t[1], speaker: t[2] }));
+    return view;
+  }
+
+  function setResult(view, progressive = false) {
+    const result = unpack(view);
     state.result = result;
     state.duration = Math.max(result.duration || 0, ...result.segments.map((s) => s.end), 1);
     state.words = [];
@@ -93,7 +103,7 @@
     state.colors = labels.colors;
     if (state.sel && Math.max(state.sel.a, state.sel.b) >= state.words.length) state.sel = null;
     drawSpeakers();
-    drawTranscript();
+    drawTranscript(progressive);
     drawTimeline();
     state.cur = -1;
     tick(false);
@@ -112,28 +122,48 @@
     }).join("");
   }
 
-  function drawTranscript() {
+  // The first screenful is drawn at once; on the first load of a long result the rest
+  // follows in chunks, so the page paints in well under a second for an hour of speech.
+  const FIRST_SEGMENTS = 120, CHUNK_SEGMENTS = 400;
+  let drawing = 0;
+
+  function drawTranscript(progressive = false) {
     const box = $("#transcript");
     const scroll = box.scrollTop;
-    const parts = [];
+    const html = [];
     let i = 0;
     state.result.segments.forEach((seg, si) => {
-      parts.push(`<div class="seg" data-s="${si}"><div class="seg-head">` +
+      const parts = [`<div class="seg" data-s="${si}"><div class="seg-head">` +
         `<button class="chip" data-s="${si}" style="--c:${colorOf(seg.speaker)}" title="select this segment">` +
         `${esc(seg.speaker ?? "UNKNOWN")}</button><span class="time">${fmt(seg.start)} – ${fmt(seg.end)}</span>` +
-        `</div><p class="words">`);
+        `</div><p class="words">`];
       for (const w of seg.words) {
         const low = w.score != null && w.score < LOW_SCORE ? " low" : "";
         parts.push(`<span class="w${low}" data-i="${i}">${esc(w.word)}</span> `);
         i++;
       }
       parts.push("</p></div>");
+      html.push(parts.join(""));
     });
-    box.innerHTML = parts.join("");
-    wordEls = box.querySelectorAll(".w");
-    segEls = box.querySelectorAll(".seg");
+    const token = ++drawing;
+    const collect = () => {
+      wordEls = box.querySelectorAll(".w");
+      segEls = box.querySelectorAll(".seg");
+      paintSelection(null);
+      if (segEls.length === html.length) document.body.dataset.complete = String(Math.round(performance.now()));
+    };
+    let next = progressive ? Math.min(FIRST_SEGMENTS, html.length) : html.length;
+    box.innerHTML = html.slice(0, next).join("");
     box.scrollTop = scroll;
-    paintSelection(null);
+    collect();
+    const more = () => {
+      if (token !== drawing || next >= html.length) return;  // an edit redrew everything meanwhile
+      box.insertAdjacentHTML("beforeend", html.slice(next, next + CHUNK_SEGMENTS).join(""));
+      next += CHUNK_SEGMENTS;
+      collect();
+      setTimeout(more, 0);
+    };
+    if (next < html.length) setTimeout(more, 0);
   }
 
   function overlaps(turns) {
@@ -253,9 +283,9 @@
         segEls[segmentOf(state.cur)]?.classList.remove("active");
       }
       state.cur = cur;
-      if (cur >= 0) {
+      const seg = cur >= 0 ? segEls[segmentOf(cur)] : null;
+      if (seg) {  // (null while the rest of a long transcript is still being drawn)
         wordEls[cur].classList.add("cur");
-        const seg = segEls[segmentOf(cur)];
         seg.classList.add("active");
         if (follow && (scroll || !player.paused)) {
           const box = $("#transcript").getBoundingClientRect(), r = seg.getBoundingClientRect();
@@ -512,16 +542,17 @@
       const res = await fetch("api/session");
       if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
       state.session = await res.json();
+      performance.mark("diarkit-fetched");
     } catch (err) {
       setStatus(`Could not load the result: ${err.message}`, "error");
       return;
     }
-    state.original = state.session.result;
+    state.original = state.session.result;  // only its speaker list is read (for labels and colors)
     document.title = `diarkit review: ${state.session.name}`;
     $("#file-name").textContent = `${state.session.name} · ${state.session.media.name}`;
     makePlayer(state.session.media);
     wire();
-    setResult(state.original);
+    setResult(state.original, true);
     setStatus(`${state.words.length} words, ${state.result.segments.length} segments, ` +
               `${state.order.length} speakers; saves to ${state.session.output.stem}.*`);
     performance.mark("diarkit-ready");
