@@ -159,6 +159,31 @@ def test_review_page_corrects_and_saves(browser, sample_files, sample_result, tm
     assert log[0]["name"] == "DIANE" and log[0]["at"] and log[2]["source_sha256"] == original_hashes[result_json]
 
 
+def test_video_gets_a_video_player_and_cover_art_does_not(browser, sample_files, sample_result, tmp_path):
+    from diarkit.review.app import has_picture
+
+    result_json, _, media = sample_files
+    video, cover = tmp_path / "episode.mp4", tmp_path / "cover.mp3"
+    ffmpeg("-f", "lavfi", "-i", "color=c=navy:s=320x180:r=10:d=30", "-i", str(media), "-shortest",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(video))
+    ffmpeg("-i", str(media), "-f", "lavfi", "-i", "color=c=red:s=64x64:d=1", "-map", "0:a", "-map", "1:v",
+           "-c:v", "mjpeg", "-disposition:v", "attached_pic", "-frames:v", "1", str(cover))
+    assert has_picture(video) and not has_picture(cover) and not has_picture(media)
+    review = start_review(result_json, video)
+    try:
+        browser.get(review.url)
+        wait_for(browser, "document.body.dataset.ready")
+        assert browser.execute_script("return document.getElementById('player').tagName") == "VIDEO"
+        # the browser decodes it: metadata, then a seek lands where asked
+        wait_for(browser, "document.getElementById('player').readyState >= 1")
+        browser.execute_script("document.querySelector('span.w[data-i=\"5\"]').click()")
+        start = sample_result.words[5].start
+        wait_for(browser, f"Math.abs(document.getElementById('player').currentTime - {start}) < 0.05")
+        assert browser.execute_script("return document.body.dataset.current") == "5"
+    finally:
+        review.stop()
+
+
 FORBIDDEN = [
     "/etc/passwd", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/static/../app.py",
     "/static/..%2f..%2fapp.py", "/static/%2e%2e/edits.py", "/static/..", "/static/", "/static/app.py",

@@ -463,6 +463,8 @@
 
   // ---------- input ----------
   function wire() {
+    // Shift+click extends the word selection; keep the browser from selecting text as well
+    $("#transcript").addEventListener("mousedown", (e) => { if (e.shiftKey) e.preventDefault(); });
     $("#transcript").addEventListener("click", (e) => {
       const word = e.target.closest(".w");
       if (word) {
