@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import random
+import socket
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -220,6 +221,39 @@ def test_only_the_result_its_media_and_the_page_are_served(sample_files):
         review.stop()
 
 
+def test_saves_log_edits_and_undos_and_a_reviewed_file_is_reviewed_in_place(sample_files):
+    result_json, _, media = sample_files
+    folder = result_json.parent
+    review = start_review(result_json, media, "--formats", "srt")
+    rename = {"op": "rename", "speaker": "SPEAKER_00", "name": "DIANE", "at": "2026-11-28T01:00:00Z"}
+
+    def save(edits):
+        status, _, body = review.request("POST", "/api/save", json.dumps({"edits": edits}).encode(),
+                                         {"Content-Type": "application/json"})
+        assert status == 200, body
+        return json.loads(body)
+
+    try:
+        assert save([rename])["files"] == ["sample.reviewed.json", "sample.reviewed.srt"]
+        assert "[DIANE]" in (folder / "sample.reviewed.srt").read_text()
+        assert save([])["speakers"] == ["SPEAKER_00", "SPEAKER_01"]  # everything undone
+        assert "[DIANE]" not in (folder / "sample.reviewed.srt").read_text()
+    finally:
+        review.stop()
+    log = [json.loads(line) for line in (folder / "sample.reviewed.edits.jsonl").read_text().splitlines()]
+    assert [(e["event"], e.get("op")) for e in log] == [("edit", "rename"), ("save", None), ("undo", "rename"),
+                                                        ("save", None)]
+    assert log[0]["at"] == rename["at"] and log[0]["summary"] == "renamed SPEAKER_00 to DIANE"
+    assert not list(folder.glob(".*.tmp"))  # no temporary file left behind
+
+    # reviewing the reviewed file again saves over it (the machine's original stays as it was)
+    review = start_review(folder / "sample.reviewed.json", media)
+    try:
+        assert "saves sample.reviewed.{json" in "".join(review.output)
+    finally:
+        review.stop()
+
+
 def test_the_token_is_required_when_asked_for(sample_files):
     result_json, _, media = sample_files
     review = start_review(result_json, media, "--token")
@@ -253,11 +287,16 @@ def test_bad_input_is_a_clear_error(tmp_path, sample_wav):
         ((str(result), "--media", str(sample_wav), "--formats", "doc"), "unknown output format doc"),
         ((str(result), "--media", str(sample_wav), "--voices", "lib/"), "--voices needs the voice library"),
     ]
-    for args, message in cases:
-        proc = run_review(*args, "--port", "0")
-        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
-        assert message in proc.stderr, (message, proc.stderr)
-        assert "Traceback" not in proc.stderr
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen(1)
+        cases.append(((str(result), "--media", str(sample_wav), "--port", str(busy.getsockname()[1])),
+                      "cannot listen on 127.0.0.1"))
+        for args, message in cases:
+            proc = run_review(*args, *(("--port", "0") if "--port" not in args else ()))
+            assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+            assert message in proc.stderr, (message, proc.stderr)
+            assert "Traceback" not in proc.stderr
 
 
 def synthetic_hour(seed: int = 17) -> TranscriptResult:
