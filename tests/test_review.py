@@ -160,6 +160,60 @@ def test_review_page_corrects_and_saves(browser, sample_files, sample_result, tm
     assert log[0]["name"] == "DIANE" and log[0]["at"] and log[2]["source_sha256"] == original_hashes[result_json]
 
 
+def test_split_shortcuts_new_speaker_and_merges_in_the_page(browser, sample_files, sample_result):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    result_json, _, media = sample_files
+    segments = sample_result.segments
+    first_words = [sum(len(s.words) for s in segments[:i]) for i in range(len(segments))]
+    inside = next(first_words[i] + 1 for i, s in enumerate(segments) if len(s.words) >= 3)
+    review = start_review(result_json, media)
+    try:
+        browser.get(review.url)
+        wait_for(browser, "document.body.dataset.complete")
+        body = browser.find_element(By.TAG_NAME, "body")
+        count = lambda css: len(browser.find_elements(By.CSS_SELECTOR, css))  # noqa: E731
+
+        browser.find_element(By.CSS_SELECTOR, f'span.w[data-i="{inside}"]').click()
+        body.send_keys("s")  # split before the selected word
+        wait_for(browser, "document.body.dataset.edits === '1'")
+        assert count(".seg") == len(segments) + 1
+
+        other = "SPEAKER_01" if segments[0].speaker == "SPEAKER_00" else "SPEAKER_00"
+        browser.find_element(By.CSS_SELECTOR, '.seg[data-s="0"] .seg-head .chip').click()
+        body.send_keys("2" if other == "SPEAKER_01" else "1")  # digit: move the selection to that speaker
+        wait_for(browser, "document.body.dataset.edits === '2'")
+        assert browser.find_element(By.CSS_SELECTOR, '.seg[data-s="0"] .seg-head .chip').text == other
+
+        browser.find_element(By.CSS_SELECTOR, f'span.w[data-i="{inside}"]').click()
+        body.send_keys("m")
+        wait_for(browser, "document.getElementById('dlg-move').open")
+        browser.find_element(By.ID, "move-new").send_keys("NARRATOR", Keys.ENTER)
+        wait_for(browser, "document.body.dataset.edits === '3'")
+        assert count("#speakers tr") == 3 and count("#lane-rows .lane") == 4
+
+        for source, target in (("NARRATOR", "SPEAKER_01"), ("SPEAKER_01", "SPEAKER_00")):
+            edits = int(browser.execute_script("return document.body.dataset.edits"))
+            browser.find_element(By.CSS_SELECTOR, f'#speakers tr[data-label="{source}"] button[data-act="merge"]').click()
+            wait_for(browser, "document.getElementById('dlg-merge').open")
+            Select(browser.find_element(By.ID, "merge-target")).select_by_value(target)
+            browser.find_element(By.ID, "merge-ok").click()
+            wait_for(browser, f"document.body.dataset.edits === '{edits + 1}'")
+        assert count("#speakers tr") == 1 and count("#lane-rows .lane") == 2
+
+        body.send_keys(Keys.CONTROL, "s")
+        wait_for(browser, "document.body.dataset.saves === '1'")
+    finally:
+        review.stop()
+    saved = json.loads((result_json.parent / "sample.reviewed.json").read_text())
+    assert saved["num_speakers"] == 1 and {s["speaker"] for s in saved["segments"]} == {"SPEAKER_00"}
+    assert sum(len(s["words"]) for s in saved["segments"]) == len(sample_result.words)
+    log = [json.loads(line) for line in (result_json.parent / "sample.reviewed.edits.jsonl").read_text().splitlines()]
+    assert [e.get("op") for e in log] == ["split", "move", "move", "merge", "merge", None]
+
+
 def test_video_gets_a_video_player_and_cover_art_does_not(browser, sample_files, sample_result, tmp_path):
     from diarkit.review.app import has_picture
 
