@@ -367,9 +367,10 @@ def run_review(config: ReviewConfig, *, open_browser: bool = False) -> int:
     url = page_url(config.host, sock.getsockname()[1], token)
     server = _Server(uvicorn.Config(review.app, lifespan="off", http="h11", loop="asyncio", server_header=False,
                                     log_level="warning", timeout_graceful_shutdown=5))
-    print(f"diarkit review: {session.result_path.name} with {session.media_path.name}: open {url}", flush=True)
-    print(f"  saves {session.out_stem}.{{{','.join(config.formats)}}} and {session.log_path.name} "
-          f"in {session.out_dir}; Ctrl+C to stop", flush=True)
+    print(f"diarkit review: {session.result_path.name} with {session.media_path.name}; saves "
+          f"{session.out_stem}.{{{','.join(config.formats)}}} and {session.log_path.name} in {session.out_dir}",
+          flush=True)
+    print(f"diarkit review: open {url} (Ctrl+C to stop)", flush=True)
     if open_browser:
         import webbrowser
 
