@@ -325,6 +325,17 @@ def test_the_token_is_required_when_asked_for(sample_files):
         review.stop()
 
 
+def test_any_address_but_loopback_requires_the_token():
+    from diarkit.review.app import ReviewConfig, is_loopback, output_stem
+
+    for host, loopback in (("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+                           ("0.0.0.0", False), ("::", False), ("192.168.1.20", False), ("review.example", False)):
+        assert is_loopback(host) is loopback, host
+        assert ReviewConfig(result=Path("r.json"), media=Path("m.wav"), host=host).token_required is not loopback
+    assert output_stem(Path("ep1.json")) == "ep1.reviewed"
+    assert output_stem(Path("ep1.reviewed.json")) == "ep1.reviewed"
+
+
 def test_bad_input_is_a_clear_error(tmp_path, sample_wav):
     not_json = tmp_path / "notes.json"
     not_json.write_text("hello")
