@@ -13,6 +13,7 @@ from diarkit import __version__
 from diarkit.errors import DiarkitError, OptionsError
 from diarkit.models.manifest import DEFAULT_MODEL_DIR
 from diarkit.request import RequestOptions
+from diarkit.review import command as review_command
 from diarkit.serving import command as serve_command
 from diarkit.worker import command as worker_command
 from diarkit.writers import RENDERERS, parse_formats, write_outputs
@@ -20,7 +21,7 @@ from diarkit.writers import RENDERERS, parse_formats, write_outputs
 #: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
 #: ``handler`` (a function of the parsed args returning the exit status) and imports
 #: its heavy dependencies only when it runs.
-SUBCOMMANDS = (serve_command, worker_command)
+SUBCOMMANDS = (serve_command, worker_command, review_command)
 
 
 def _add_transcribe(sub) -> None:
