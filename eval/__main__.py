@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-speakers", type=int)
     run.add_argument("--language")
     run.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
+    run.add_argument("--word-speakers", choices=["exclusive", "overlap"],
+                     help="words take their speaker from the exclusive diarization or the overlapping turns "
+                          "(default: the pipeline's, exclusive)")
     run.add_argument("--uem-from-duration", action=argparse.BooleanOptionalAction, default=True,
                      help="score 0..duration of each file that has no .uem (default on; off = union of "
                           "reference and hypothesis extents)")
@@ -152,7 +155,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.dataset, args.out, model_dir=args.model_dir, device=args.device, num_speakers=args.num_speakers,
         min_speakers=args.min_speakers, max_speakers=args.max_speakers, language=args.language,
         settings=settings, uem_file=args.uem, uem_from_duration=args.uem_from_duration,
-        groups=_groups(args.groups), limit=args.limit, make_plots=not args.no_plots)
+        groups=_groups(args.groups), limit=args.limit, make_plots=not args.no_plots,
+        word_speakers=args.word_speakers)
     print(summary(scores))
     total = runtime[-1]
     print(f"\n{total['duration_s']:.1f} s of audio in {total['wall_s']:.1f} s (RTF {total['rtf']}), "
