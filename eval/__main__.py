@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .floor import add_arguments as _floor_arguments
 
     _floor_arguments(floor)
+    subs = sub.add_parser(
+        "subtitles", help="write SRT/VTT/TTML from diarkit JSON and check them against the subtitle rules",
+        description="Exit 1 unless every file passes diarkit's subtitle checker except reading speed that "
+                    "the JSON warnings list (under 5%% of events) and every TTML validates and reads back.")
+    from .subtitle_check import add_arguments as _subtitle_arguments
+
+    _subtitle_arguments(subs)
     return parser
 
 
@@ -188,6 +195,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_subtitles(args: argparse.Namespace) -> int:
+    from .subtitle_check import cmd_subtitles as run
+
+    return run(args)
+
+
 def cmd_floor(args: argparse.Namespace) -> int:
     from .floor import cmd_floor as run
 
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate,
-                "bench": cmd_bench, "floor": cmd_floor}[args.command](args)
+                "bench": cmd_bench, "floor": cmd_floor, "subtitles": cmd_subtitles}[args.command](args)
     except (ReaderError, RunError, SimulationError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

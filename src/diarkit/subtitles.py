@@ -89,6 +89,12 @@ class SubtitleEvent:
     lines: list[str]
     speakers: list[str | None]
 
+    def line_speakers(self) -> list[str | None]:
+        """The speaker of each line (one speaker's event: the same on every line)."""
+        if len(self.speakers) == len(self.lines):
+            return list(self.speakers)
+        return [self.speakers[0] if self.speakers else None] * len(self.lines)
+
     def seconds(self, rate: FrameRate) -> tuple[float, float]:
         return rate.seconds(self.start), rate.seconds(self.end)
 

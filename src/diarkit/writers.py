@@ -55,8 +55,8 @@ def to_vtt(result: TranscriptResult) -> str:
         start, end = event.seconds(track.rate)
         lines.append(f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}")
         # WebVTT voice span per line: players show the speaker, and it survives as data
-        for text, speaker in zip(event.lines, event.speakers):
-            lines.append(f"<v {_label(speaker)}>{html.escape(text, quote=False)}")
+        for text, speaker in zip(event.lines, event.line_speakers()):
+            lines.append(f"<v {_label(speaker)}>{html.escape(text, quote=False)}</v>")
         lines.append("")
     return "\n".join(lines)
 
