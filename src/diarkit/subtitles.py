@@ -249,7 +249,7 @@ def build_events(words: list[Word], rate: FrameRate | str | None = None, rules: 
             limit = max(last_frame, desired_end) if last_frame is not None else desired_start + max_frames
         start = max(desired_start, floor)
         if start + need > limit:  # not enough room after the words: start a little early
-            start = max(floor, min(start, desired_start - lead_in, limit - need))
+            start = max(floor, desired_start - lead_in, min(start, limit - need))
         end = min(max(desired_end, start + need), start + max_frames, max(limit, start + min_frames))
         end = max(end, start + min_frames)
         events.append(SubtitleEvent(start, end, draft.lines, draft.speakers))
