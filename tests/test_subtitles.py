@@ -229,3 +229,15 @@ def test_formats_reach_the_cli_http_and_options():
     with pytest.raises(OptionsError, match="subtitle rules"):
         RequestOptions(subtitle_rules="klingon")
     assert Fraction(FrameRate.parse("23.976").fps) == Fraction(24000, 1001)
+
+
+def test_eval_subtitles_command_passes_on_the_sample(sample_result, tmp_path):
+    hyp = tmp_path / "hyp"
+    write_outputs(sample_result, hyp, "json", stem="sample")
+    proc = subprocess.run([sys.executable, "-m", "eval", "subtitles", str(hyp), "--out", str(tmp_path / "subs")],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={"PYTHONPATH": f"{REPO / 'src'}:{REPO}", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "subs" / "report.json").read_text("utf-8"))
+    assert report["files"] == 1 and report["events"] == len(track_for(sample_result).events)
+    assert sorted(p.suffix for p in (tmp_path / "subs").glob("sample.*")) == [".srt", ".ttml", ".vtt"]
