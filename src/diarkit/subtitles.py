@@ -377,14 +377,17 @@ def _model_events(document) -> list[CheckedEvent]:
             return "\n"
         return "".join(text_of(child) for child in element)
 
+    def exact(value) -> Fraction:  # the SRT/VTT readers give floats of whole milliseconds
+        return Fraction(str(value)) if isinstance(value, float) else Fraction(value or 0)
+
     def walk(element, offset: Fraction) -> None:
-        begin = offset + (element.get_begin() or 0)
+        begin = offset + exact(element.get_begin())
         if isinstance(element, model.P):
             end = element.get_end()
             if end is None:
                 raise SubtitleFileError("a subtitle has no end time")
             lines = [line.strip() for line in text_of(element).split("\n")]
-            events.append(CheckedEvent(begin, offset + end, [line for line in lines if line]))
+            events.append(CheckedEvent(begin, offset + exact(end), [line for line in lines if line]))
             return
         for child in element:
             walk(child, begin)

@@ -60,7 +60,6 @@ def build_document(track: SubtitleTrack, language: str | None) -> model.ContentD
     div = model.Div(doc)
     body.push_child(div)
     for event in track.events:
-        start, end = event.seconds(track.rate)
         p = model.P(doc)
         p.set_begin(Fraction(event.start) / track.rate.fps)
         p.set_end(Fraction(event.end) / track.rate.fps)
