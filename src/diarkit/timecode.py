@@ -68,9 +68,9 @@ class FrameRate:
             fps = Fraction(rate or "0/0")
         except (ValueError, ZeroDivisionError):
             return None
-        if fps <= 0:
-            return None
         fps = fps.limit_denominator(1001)
+        if not 1 <= fps <= 120:  # a still image, or a rate no subtitle is timed at: use the default
+            return None
         drop = fps.denominator == 1001 and fps.numerator in (30000, 60000)
         if drop and timecode and ";" not in timecode and "." not in timecode:
             drop = False
