@@ -42,6 +42,8 @@ class FrameRate:
         for name, (fps, drop) in NAMED_RATES.items():
             if fps == self.fps and drop == self.drop_frame:
                 return name
+        if self.fps.denominator == 1:
+            return str(self.fps.numerator)
         return f"{self.fps.numerator}/{self.fps.denominator}"
 
     @classmethod
