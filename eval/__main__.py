@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-speakers", type=int)
     run.add_argument("--language")
     run.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
+    run.add_argument("--word-speakers", choices=["exclusive", "overlap"],
+                     help="words take their speaker from the exclusive diarization or the overlapping turns "
+                          "(default: the pipeline's, exclusive)")
     run.add_argument("--uem-from-duration", action=argparse.BooleanOptionalAction, default=True,
                      help="score 0..duration of each file that has no .uem (default on; off = union of "
                           "reference and hypothesis extents)")
@@ -112,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .floor import add_arguments as _floor_arguments
 
     _floor_arguments(floor)
+    subs = sub.add_parser(
+        "subtitles", help="write SRT/VTT/TTML from diarkit JSON and check them against the subtitle rules",
+        description="Exit 1 unless every file passes diarkit's subtitle checker except reading speed that "
+                    "the JSON warnings list (under 5%% of events) and every TTML validates and reads back.")
+    from .subtitle_check import add_arguments as _subtitle_arguments
+
+    _subtitle_arguments(subs)
     return parser
 
 
@@ -152,7 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.dataset, args.out, model_dir=args.model_dir, device=args.device, num_speakers=args.num_speakers,
         min_speakers=args.min_speakers, max_speakers=args.max_speakers, language=args.language,
         settings=settings, uem_file=args.uem, uem_from_duration=args.uem_from_duration,
-        groups=_groups(args.groups), limit=args.limit, make_plots=not args.no_plots)
+        groups=_groups(args.groups), limit=args.limit, make_plots=not args.no_plots,
+        word_speakers=args.word_speakers)
     print(summary(scores))
     total = runtime[-1]
     print(f"\n{total['duration_s']:.1f} s of audio in {total['wall_s']:.1f} s (RTF {total['rtf']}), "
@@ -184,6 +195,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_subtitles(args: argparse.Namespace) -> int:
+    from .subtitle_check import cmd_subtitles as run
+
+    return run(args)
+
+
 def cmd_floor(args: argparse.Namespace) -> int:
     from .floor import cmd_floor as run
 
@@ -201,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate,
-                "bench": cmd_bench, "floor": cmd_floor}[args.command](args)
+                "bench": cmd_bench, "floor": cmd_floor, "subtitles": cmd_subtitles}[args.command](args)
     except (ReaderError, RunError, SimulationError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

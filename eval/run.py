@@ -130,7 +130,7 @@ def run_dataset(dataset: str | Path, out: str | Path, *, model_dir: str | Path =
                 max_speakers: int | None = None, language: str | None = None,
                 settings: ScoreSettings | None = None, uem_file: str | Path | None = None,
                 uem_from_duration: bool = True, groups: dict[str, str] | None = None,
-                limit: int | None = None, make_plots: bool = True
+                limit: int | None = None, make_plots: bool = True, word_speakers: str | None = None
                 ) -> tuple[ScoreSet, list[dict[str, Any]], list[str]]:
     """Transcribe every referenced media file, write DIR/hyp/<stem>.{json,rttm}, score into DIR.
 
@@ -150,7 +150,13 @@ def run_dataset(dataset: str | Path, out: str | Path, *, model_dir: str | Path =
     hyp_dir = out / "hyp"
     hyp_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device)
+    if word_speakers:
+        from diarkit.pipeline import PipelineOptions
+
+        pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device,
+                                              options=PipelineOptions(word_speakers=word_speakers))
+    else:
+        pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device)
     from diarkit.request import RequestOptions
 
     options = RequestOptions(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,

@@ -79,7 +79,7 @@ def test_good_file_with_spaces_and_accents_is_written(batch):
 def test_silence_noise_and_tiny_clip_give_valid_near_empty_results(batch, stem, max_words):
     _, out = batch
     data = json.loads((out / f"{stem}.json").read_text("utf-8"))
-    assert data["version"] == "1.0"
+    assert data["version"] == "1.1"
     words = [w for s in data["segments"] for w in s["words"]]
     assert len(words) <= max_words
     assert (out / f"{stem}.srt").exists() and (out / f"{stem}.rttm").exists()

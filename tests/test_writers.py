@@ -8,6 +8,7 @@ import re
 from pyannote.database.util import load_rttm
 
 from diarkit.result import TranscriptResult
+from diarkit.subtitles import track_for
 from diarkit.writers import render, write_outputs
 
 SRT_TIME = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
@@ -16,7 +17,7 @@ VTT_TIME = r"\d\d:\d\d:\d\d\.\d\d\d --> \d\d:\d\d:\d\d\.\d\d\d"
 
 def test_json_round_trips(sample_result):
     data = json.loads(render(sample_result, "json"))
-    assert data["version"] == "1.0"
+    assert data["version"] == "1.1"
     back = TranscriptResult.from_dict(data)
     assert [s.text for s in back.segments] == [s.text for s in sample_result.segments]
     assert len(back.turns) == len(sample_result.turns)
@@ -24,21 +25,22 @@ def test_json_round_trips(sample_result):
         assert key in data
 
 
-def test_srt_blocks_are_numbered_timed_and_labelled(sample_result):
+def test_srt_blocks_are_numbered_timed_subtitle_events(sample_result):
     blocks = render(sample_result, "srt").strip().split("\n\n")
-    assert len(blocks) == len(sample_result.segments)
-    for number, block in enumerate(blocks, 1):
+    events = track_for(sample_result).events
+    assert len(blocks) == len(events) > 0
+    for number, (block, event) in enumerate(zip(blocks, events), 1):
         lines = block.splitlines()
         assert lines[0] == str(number)
         assert re.fullmatch(SRT_TIME, lines[1])
-        assert re.match(r"\[SPEAKER_\d\d\] \S", lines[2])
+        assert lines[2:] == event.lines
 
 
 def test_vtt_has_header_and_voice_spans(sample_result):
     text = render(sample_result, "vtt")
     assert text.startswith("WEBVTT\n\n")
     cues = text.strip().split("\n\n")[1:]
-    assert len(cues) == len(sample_result.segments)
+    assert len(cues) == len(track_for(sample_result).events)
     for cue in cues:
         timing, payload = cue.splitlines()[:2]
         assert re.fullmatch(VTT_TIME, timing)

@@ -34,6 +34,9 @@ class MediaInfo:
     sample_rate: int
     channels: int
     duration: float | None
+    #: the first video stream's ``avg_frame_rate`` (``30000/1001``) and timecode tag, if any
+    video_frame_rate: str | None = None
+    video_timecode: str | None = None
 
 
 def _ffmpeg_binary(name: str) -> str:
@@ -81,6 +84,8 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         )
     stream = streams[0]
     duration = stream.get("duration") or info.get("format", {}).get("duration")
+    video = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"
+                  and not s.get("disposition", {}).get("attached_pic")), None)
     return MediaInfo(
         path=str(path),
         container=info.get("format", {}).get("format_name", ""),
@@ -88,6 +93,9 @@ def probe(path: str | os.PathLike) -> MediaInfo:
         sample_rate=int(stream.get("sample_rate") or 0),
         channels=int(stream.get("channels") or 0),
         duration=float(duration) if duration not in (None, "N/A") else None,
+        video_frame_rate=(video.get("avg_frame_rate") or video.get("r_frame_rate")) if video else None,
+        video_timecode=((video or {}).get("tags", {}).get("timecode")
+                        or info.get("format", {}).get("tags", {}).get("timecode")),
     )
 
 

@@ -13,6 +13,7 @@ from diarkit import __version__
 from diarkit.errors import DiarkitError, OptionsError
 from diarkit.models.manifest import DEFAULT_MODEL_DIR
 from diarkit.request import RequestOptions
+from diarkit import subtitles_command
 from diarkit.review import command as review_command
 from diarkit.serving import command as serve_command
 from diarkit.worker import command as worker_command
@@ -21,7 +22,7 @@ from diarkit.writers import RENDERERS, parse_formats, write_outputs
 #: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
 #: ``handler`` (a function of the parsed args returning the exit status) and imports
 #: its heavy dependencies only when it runs.
-SUBCOMMANDS = (serve_command, worker_command, review_command)
+SUBCOMMANDS = (serve_command, worker_command, subtitles_command, review_command)
 
 
 def _add_transcribe(sub) -> None:
@@ -35,6 +36,9 @@ def _add_transcribe(sub) -> None:
     p.add_argument("--min-speakers", type=int, help="at least this many speakers")
     p.add_argument("--max-speakers", type=int, help="at most this many speakers")
     p.add_argument("--language", help="language code (default: the model's, or detected)")
+    p.add_argument("--frame-rate", help="subtitle/timecode frame rate: 23.976, 24, 25, 29.97, 29.97df, 30 "
+                                        "(default: the video's, else 25)")
+    p.add_argument("--subtitle-rules", help="subtitle rules profile (default: streaming-en)")
     p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="model directory (default: model/)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary and errors")
@@ -69,7 +73,8 @@ def cmd_transcribe(args) -> int:
     try:
         formats = parse_formats(args.formats)
         options = RequestOptions.from_flags(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                                            max_speakers=args.max_speakers, language=args.language)
+                                            max_speakers=args.max_speakers, language=args.language,
+                                            frame_rate=args.frame_rate, subtitle_rules=args.subtitle_rules)
     except OptionsError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2

@@ -33,6 +33,8 @@ from diarkit.models.manifest import ModelDirectory  # noqa: E402
 from diarkit.models.registry import LoadContext  # noqa: E402
 from diarkit.request import RequestOptions  # noqa: E402
 from diarkit.result import TranscriptResult  # noqa: E402
+from diarkit.subtitles import build_events, get_rules  # noqa: E402
+from diarkit.timecode import FrameRate  # noqa: E402
 from diarkit.vad import speech_chunks  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -64,6 +66,9 @@ class PipelineOptions:
     vad_offset: float = 0.363
     chunk_size: float = 30.0
     diarization: DiarizationOptions = field(default_factory=DiarizationOptions)
+    #: words take their speaker from the "exclusive" diarization (one speaker at a time) or
+    #: from the "overlap" turns; cpWER before/after in eval/RESULTS.md
+    word_speakers: str = "exclusive"
 
 
 class DiarkitPipeline:
@@ -132,6 +137,7 @@ class DiarkitPipeline:
             timings[name] = time.perf_counter() - started
             report(name, 1, 1)
 
+        video_rate = None
         with stage("decode"):
             if isinstance(media, np.ndarray):
                 samples = np.ascontiguousarray(media, dtype=np.float32)
@@ -139,6 +145,8 @@ class DiarkitPipeline:
             else:
                 samples = audio_io.decode(media)
                 uri = uri or Path(media).stem
+                info = audio_io.probe(media)
+                video_rate = FrameRate.from_ffprobe(info.video_frame_rate, info.video_timecode)
         duration = samples.shape[0] / audio_io.SAMPLE_RATE
 
         with stage("vad"):
@@ -156,13 +164,20 @@ class DiarkitPipeline:
             diarization = self.diarizer(samples, segmentation, uri=uri, **options.speaker_hints)
         with stage("assign"):
             words = [w for chunk_words in words_per_chunk for w in chunk_words]
-            assign_word_speakers(words, diarization.turns)
+            exclusive = self.options.word_speakers == "exclusive" and diarization.exclusive_turns
+            assign_word_speakers(words, diarization.exclusive_turns if exclusive else diarization.turns)
             segments = build_segments(words)
             speakers = speaker_summary(diarization.turns, words)
+            frame_rate = options.frame_rate or (video_rate.name if video_rate else None)
+            if options.frame_rate and video_rate and video_rate.name != options.frame_rate:
+                logger.info("%s: frame rate %s asked for, the video is %s", uri, options.frame_rate, video_rate.name)
+            # subtitle events are rendered by the writers; what they cannot fix is said here
+            subtitle_notes = build_events(words, frame_rate, options.subtitle_rules, duration=duration).warnings
 
         return TranscriptResult(
             uri=uri, duration=duration, language=language, segments=segments,
             turns=diarization.turns, speakers=speakers, models=self.describe_models(),
             timings=timings, options={k: v for k, v in options.speaker_hints.items() if v is not None},
-            warnings=diarization.warnings,
+            warnings=diarization.warnings + subtitle_notes,
+            frame_rate=FrameRate.parse(frame_rate).name, subtitle_rules=get_rules(options.subtitle_rules).name,
         )

@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from diarkit.errors import OptionsError
+from diarkit.subtitles import get_rules
+from diarkit.timecode import FrameRate
 from diarkit.writers import parse_formats
 
 MAX_SPEAKERS = 50
@@ -31,6 +33,10 @@ class RequestOptions:
     language: str | None = None
     #: the one format of an answer (HTTP reply, the queue worker's ``.out`` object)
     format: str | None = None
+    #: subtitle/timecode frame rate (``25``, ``29.97df``...); None: the video's, else 25
+    frame_rate: str | None = None
+    #: subtitle rules profile (diarkit.subtitles.RULES); None: the default
+    subtitle_rules: str | None = None
 
     def __post_init__(self):
         for name in ("num_speakers", "min_speakers", "max_speakers"):
@@ -51,6 +57,10 @@ class RequestOptions:
             if len(formats) != 1:
                 raise OptionsError(f"format must name one format, not {self.format!r}")
             object.__setattr__(self, "format", formats[0])
+        if self.frame_rate is not None:
+            object.__setattr__(self, "frame_rate", FrameRate.parse(self.frame_rate).name)
+        if self.subtitle_rules is not None:
+            object.__setattr__(self, "subtitle_rules", get_rules(self.subtitle_rules).name)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -116,10 +126,13 @@ class RequestOptions:
     @classmethod
     def from_flags(cls, *, num_speakers: int | None = None, min_speakers: int | None = None,
                    max_speakers: int | None = None, language: str | None = None,
-                   custom_attributes: str | None = None) -> "RequestOptions":
+                   custom_attributes: str | None = None, frame_rate: str | None = None,
+                   subtitle_rules: str | None = None) -> "RequestOptions":
         """Command-line flags, over a custom-attributes string (the flags win)."""
         flags = cls.from_mapping({"num_speakers": num_speakers, "min_speakers": min_speakers,
-                                  "max_speakers": max_speakers, "language": language}, source="the flags")
+                                  "max_speakers": max_speakers, "language": language,
+                                  "frame_rate": frame_rate, "subtitle_rules": subtitle_rules},
+                                 source="the flags")
         return cls.from_custom_attributes(custom_attributes).merged(flags)
 
     def merged(self, override: "RequestOptions") -> "RequestOptions":

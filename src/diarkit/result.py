@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: frame_rate, subtitle_rules
 
 
 @dataclass
@@ -58,6 +58,10 @@ class TranscriptResult:
     timings: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: the media's frame rate by name (``25``, ``29.97df``; diarkit.timecode), None: the default
+    frame_rate: str | None = None
+    #: the subtitle rules profile (diarkit.subtitles), None: the default
+    subtitle_rules: str | None = None
 
     @property
     def words(self) -> list[Word]:
@@ -81,6 +85,8 @@ class TranscriptResult:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "options": self.options,
             "warnings": self.warnings,
+            "frame_rate": self.frame_rate,
+            "subtitle_rules": self.subtitle_rules,
         }
 
     @classmethod
@@ -106,4 +112,6 @@ class TranscriptResult:
             timings=data.get("timings", {}),
             options=data.get("options", {}),
             warnings=data.get("warnings", []),
+            frame_rate=data.get("frame_rate"),
+            subtitle_rules=data.get("subtitle_rules"),
         )

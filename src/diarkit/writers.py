@@ -6,6 +6,7 @@ files through a temporary name and a rename, so a reader never sees half a file.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import tempfile
@@ -13,7 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from diarkit.errors import OptionsError
+from diarkit import dialogue
 from diarkit.result import TranscriptResult
+from diarkit.subtitles import track_for
+from diarkit.ttml import to_ttml
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -33,19 +37,26 @@ def to_json(result: TranscriptResult) -> str:
 
 
 def to_srt(result: TranscriptResult) -> str:
+    """Subtitle events (diarkit.subtitles rules); SRT has no markup for speakers: a speaker
+    change inside an event shows as two hyphenated lines."""
+    track = track_for(result)
     blocks = []
-    for index, seg in enumerate(result.segments, 1):
-        blocks.append(f"{index}\n{_timestamp(seg.start, ',')} --> {_timestamp(seg.end, ',')}\n"
-                      f"[{_label(seg.speaker)}] {seg.text}\n")
+    for index, event in enumerate(track.events, 1):
+        start, end = event.seconds(track.rate)
+        text = "\n".join(event.lines)
+        blocks.append(f"{index}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n")
     return "\n".join(blocks)
 
 
 def to_vtt(result: TranscriptResult) -> str:
+    track = track_for(result)
     lines = ["WEBVTT", ""]
-    for seg in result.segments:
-        lines.append(f"{_timestamp(seg.start, '.')} --> {_timestamp(seg.end, '.')}")
-        # WebVTT voice span: players show the speaker, and it survives as data
-        lines.append(f"<v {_label(seg.speaker)}>{seg.text}")
+    for event in track.events:
+        start, end = event.seconds(track.rate)
+        lines.append(f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}")
+        # WebVTT voice span per line: players show the speaker, and it survives as data
+        for text, speaker in zip(event.lines, event.line_speakers()):
+            lines.append(f"<v {_label(speaker)}>{html.escape(text, quote=False)}</v>")
         lines.append("")
     return "\n".join(lines)
 
@@ -62,12 +73,15 @@ def to_txt(result: TranscriptResult) -> str:
     return "".join(f"{_label(seg.speaker)}: {seg.text}\n" for seg in result.segments)
 
 
-RENDERERS: dict[str, Callable[[TranscriptResult], str]] = {
+#: every format; xlsx renders bytes, the others text
+RENDERERS: dict[str, Callable[[TranscriptResult], str | bytes]] = {
     "json": to_json, "srt": to_srt, "vtt": to_vtt, "rttm": to_rttm, "txt": to_txt,
+    "ttml": to_ttml, "csv": dialogue.to_csv, "xlsx": dialogue.to_xlsx,
 }
 CONTENT_TYPES = {
     "json": "application/json", "srt": "application/x-subrip", "vtt": "text/vtt",
     "rttm": "text/x-rttm", "txt": "text/plain",
+    "ttml": "application/ttml+xml", "csv": "text/csv", "xlsx": dialogue.XLSX_CONTENT_TYPE,
 }
 
 
@@ -81,16 +95,22 @@ def parse_formats(value: str | list[str]) -> list[str]:
     return formats
 
 
-def render(result: TranscriptResult, fmt: str) -> str:
+def render(result: TranscriptResult, fmt: str) -> str | bytes:
     return RENDERERS[parse_formats(fmt)[0]](result)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def render_bytes(result: TranscriptResult, fmt: str) -> bytes:
+    """The body of an answer in ``fmt`` (text formats as UTF-8)."""
+    rendered = render(result, fmt)
+    return rendered if isinstance(rendered, bytes) else rendered.encode("utf-8")
+
+
+def atomic_write_text(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from diarkit.errors import DiarkitError, MediaError, OptionsError
 from diarkit.request import RequestOptions, parse_custom_attributes
-from diarkit.writers import CONTENT_TYPES, RENDERERS, parse_formats, render
+from diarkit.writers import CONTENT_TYPES, RENDERERS, parse_formats, render_bytes
 
 #: SageMaker passes InvokeEndpoint's CustomAttributes to the container in this header.
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
@@ -152,7 +152,7 @@ class Reply:
 def transcribe_file(pipeline, path: str | os.PathLike, options: RequestOptions, fmt: str) -> Reply:
     """Run the pipeline on one media file and render the answer."""
     result = pipeline.transcribe(path, uri=REQUEST_URI, options=options)
-    return Reply(body=render(result, fmt).encode("utf-8"), content_type=CONTENT_TYPES[fmt])
+    return Reply(body=render_bytes(result, fmt), content_type=CONTENT_TYPES[fmt])
 
 
 def empty_body_error() -> BadRequestError:

@@ -28,7 +28,7 @@ from diarkit.worker.notifications import failure_message, success_message
 from diarkit.worker.processors import Processor, TransientError
 from diarkit.worker.s3events import (S3Object, as_prefix, content_type_for, is_under, object_inference_id,
                                      parse_message, parse_s3_uri)
-from diarkit.writers import CONTENT_TYPES, parse_formats, render
+from diarkit.writers import CONTENT_TYPES, parse_formats, render_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class QueueWorker:
                 self._download(obj, local)
                 result = self.processor(local, uri=obj.stem, content_type=content_type,
                                         options=self.settings.options)
-                body = render(result, self.accept_format).encode("utf-8")
+                body = render_bytes(result, self.accept_format)
             except TransientError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the file failed: report it, do not retry
