@@ -136,14 +136,16 @@ def test_sample_subtitles_pass_the_checker_ttml_validates_and_reads_back(sample_
     track = track_for(sample_result)
     rules = get_rules(sample_result.subtitle_rules)
     assert len(track.events) >= 5
-    assert [w for w in sample_result.warnings if w.startswith("subtitle ")] == track.warnings
-    assert len(track.warnings) < 0.05 * len(track.events) or len(track.warnings) == 0
+    warned = [w for w in sample_result.warnings if w.startswith("subtitle ")]
+    assert set(track.warnings) <= set(warned)
+    assert len(warned) < 0.05 * len(track.events) or len(warned) == 0
     for path in write_outputs(sample_result, tmp_path, "srt,vtt,ttml", stem="sample"):
+        expected = track_for(sample_result, speaker_labels=path.suffix == ".srt")  # SRT names speakers in the text
         violations = check_file(path, rules, track.rate)
         assert [v for v in violations if v.kind != "reading_speed"] == [], (path.name, violations)
-        assert len(violations) <= len(track.warnings)
+        assert len(violations) <= len(warned)
         events, _ = read_subtitles(path)
-        assert [e.lines for e in events] == [e.lines for e in track.events]
+        assert [e.lines for e in events] == [e.lines for e in expected.events]
     ttml = (tmp_path / "sample.ttml").read_bytes()
     check = validate_imsc_text(ttml)
     assert check.ok, check.problems

@@ -27,8 +27,9 @@ def test_json_round_trips(sample_result):
 
 def test_srt_blocks_are_numbered_timed_subtitle_events(sample_result):
     blocks = render(sample_result, "srt").strip().split("\n\n")
-    events = track_for(sample_result).events
+    events = track_for(sample_result, speaker_labels=True).events  # SRT names the speakers in the text
     assert len(blocks) == len(events) > 0
+    assert blocks[0].splitlines()[2].startswith(f"{events[0].speakers[0]}: ")
     for number, (block, event) in enumerate(zip(blocks, events), 1):
         lines = block.splitlines()
         assert lines[0] == str(number)

@@ -172,7 +172,11 @@ class DiarkitPipeline:
             if options.frame_rate and video_rate and video_rate.name != options.frame_rate:
                 logger.info("%s: frame rate %s asked for, the video is %s", uri, options.frame_rate, video_rate.name)
             # subtitle events are rendered by the writers; what they cannot fix is said here
-            subtitle_notes = build_events(words, frame_rate, options.subtitle_rules, duration=duration).warnings
+            # (SRT's speaker names take room of their own: its events may need warnings the others do not)
+            subtitle_notes = list(dict.fromkeys(
+                note for labels in (False, True)
+                for note in build_events(words, frame_rate, options.subtitle_rules, duration=duration,
+                                         speaker_labels=labels).warnings))
 
         return TranscriptResult(
             uri=uri, duration=duration, language=language, segments=segments,

@@ -37,9 +37,10 @@ def to_json(result: TranscriptResult) -> str:
 
 
 def to_srt(result: TranscriptResult) -> str:
-    """Subtitle events (diarkit.subtitles rules); SRT has no markup for speakers: a speaker
-    change inside an event shows as two hyphenated lines."""
-    track = track_for(result)
+    """Subtitle events (diarkit.subtitles rules). SRT has no markup for speakers, so the
+    speaker's name starts the text where the speaker changes (``DIANE: ...``), counted in the
+    line length; two speakers in one event are two hyphenated lines, each with its name."""
+    track = track_for(result, speaker_labels=True)
     blocks = []
     for index, event in enumerate(track.events, 1):
         start, end = event.seconds(track.rate)
