@@ -33,6 +33,7 @@ from diarkit.models.manifest import ModelDirectory  # noqa: E402
 from diarkit.models.registry import LoadContext  # noqa: E402
 from diarkit.request import RequestOptions  # noqa: E402
 from diarkit.result import TranscriptResult  # noqa: E402
+from diarkit.speech import SpeechGate, SpeechGateOptions  # noqa: E402
 from diarkit.vad import speech_chunks  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class PipelineOptions:
     vad_offset: float = 0.363
     chunk_size: float = 30.0
     diarization: DiarizationOptions = field(default_factory=DiarizationOptions)
+    # silero speech decision applied to the shared segmentation (music is not speech); None = off
+    speech_gate: SpeechGateOptions | None = field(default_factory=SpeechGateOptions)
 
 
 class DiarkitPipeline:
@@ -89,6 +92,8 @@ class DiarkitPipeline:
             self.transcriber = model_dir.load("asr", context)
             self.encoder = model_dir.load("embedding", context)
             self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
+            gate = self.options.speech_gate
+            self.speech_gate = SpeechGate(gate) if gate is not None else None
             if model_dir.artifact("alignment") is not None:
                 self.aligner = model_dir.load("alignment", context)
             else:
@@ -106,6 +111,8 @@ class DiarkitPipeline:
     def describe_models(self) -> dict:
         models = self.model_dir.describe()
         models["alignment"] = {"kind": self.aligner.name}
+        if self.speech_gate is not None:
+            models["speech_gate"] = {"kind": self.speech_gate.detector.name}
         models["device"] = self.device
         return models
 
@@ -135,6 +142,8 @@ class DiarkitPipeline:
 
         with stage("vad"):
             segmentation = self.segmenter(samples)
+            if self.speech_gate is not None:
+                segmentation = self.speech_gate(samples, segmentation)
             chunks = speech_chunks(segmentation, onset=self.options.vad_onset, offset=self.options.vad_offset,
                                    chunk_size=self.options.chunk_size)
             chunks = [c for c in chunks if min(c.end, duration) - c.start > 0.05]
