@@ -348,3 +348,34 @@ def make_set(cfg: MusicConfig) -> list[dict]:
     (out / "music.json").write_text(json.dumps({"config": config, "files": manifest}, indent=2) + "\n",
                                     encoding="utf-8")
     return manifest
+
+
+def drop_wordless_turns(hyp_dir: str | Path, out_dir: str | Path) -> dict[str, tuple[int, int]]:
+    """The "turns with no words" lever, measured after the fact: from diarkit JSON hypotheses,
+    write RTTMs that keep only the turns overlapping at least one transcribed word.
+
+    Returns {uri: (turns kept, turns in)}.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for path in sorted(Path(hyp_dir).glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        words = [(w["start"], w["end"]) for s in doc.get("segments", []) for w in s.get("words", [])
+                 if w.get("start") is not None and w.get("end") is not None]
+        turns = doc.get("diarization", [])
+        kept = [t for t in turns if any(a < t["end"] and b > t["start"] for a, b in words)]
+        lines = [f"SPEAKER {path.stem} 1 {t['start']:.3f} {t['end'] - t['start']:.3f} <NA> <NA> {t['speaker']} "
+                 f"<NA> <NA>" for t in kept]
+        (out / f"{path.stem}.rttm").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        counts[path.stem] = (len(kept), len(turns))
+    return counts
+
+
+if __name__ == "__main__":  # python -m eval.music drop-wordless HYP_DIR OUT_DIR
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "drop-wordless":
+        sys.exit("usage: python -m eval.music drop-wordless HYP_DIR OUT_DIR")
+    for uri, (kept, total) in drop_wordless_turns(sys.argv[2], sys.argv[3]).items():
+        print(f"{uri}: kept {kept} of {total} turns")
