@@ -175,8 +175,8 @@ def run_dataset(dataset: str | Path, out: str | Path, *, model_dir: str | Path =
     hyp_dir = out / "hyp"
     hyp_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device,
-                                          options=pipeline_options(pipeline_settings or []))
+    extra = {"options": pipeline_options(pipeline_settings)} if pipeline_settings else {}
+    pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device, **extra)
     from diarkit.request import RequestOptions
 
     options = RequestOptions(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,
