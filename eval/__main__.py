@@ -1,4 +1,4 @@
-"""``python -m eval {score,run,simulate,bench,floor}``: command line of the evaluation tools.
+"""``python -m eval {score,run,simulate,music,bench,floor}``: command line of the evaluation tools.
 
 Exit codes: 0 ok, 1 some files failed in ``run``, 2 bad input (malformed file, missing data).
 """
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--uem-from-duration", action=argparse.BooleanOptionalAction, default=True,
                      help="score 0..duration of each file that has no .uem (default on; off = union of "
                           "reference and hypothesis extents)")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="settings",
+                     help="a PipelineOptions field for this run, e.g. speech_gate=none, speech_gate.onset=0.6, "
+                          "diarization.segmentation_threshold=0.5 (repeatable)")
     _add_scoring_options(run, uem_help="UEM file overriding DATASET/*.uem and --uem-from-duration")
 
     sim = sub.add_parser(
@@ -97,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a pause is this many dB below the utterance's loudest frame (default %(default)s)")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--prefix", default="sim", help="file name prefix (default %(default)s)")
+    music = sub.add_parser(
+        "music", help="music and effects versions of simulated conversations (references unchanged)",
+        description="Add General-MIDI music (written with mido, rendered by fluidsynth with FluidR3_GM) or "
+                    "sound effects to the conversations of SIM (a python -m eval simulate folder): kind gaps = "
+                    "music alone before and in the middle, bed = music under everything at 5-15 dB SNR, "
+                    "effects = effects alone and under the speech. Same seed, same audio.")
+    music.add_argument("sim", metavar="SIM")
+    music.add_argument("--out", required=True, metavar="DIR")
+    music.add_argument("--kind", choices=["gaps", "bed", "effects"], default="gaps")
+    music.add_argument("--seed", type=int, default=0)
+    music.add_argument("--limit", type=int, default=0, help="only the first N conversations")
+    music.add_argument("--snr-min", type=float, default=5.0, help="dB, music/effects under speech")
+    music.add_argument("--snr-max", type=float, default=15.0)
     bench = sub.add_parser(
         "bench", help="speed and memory benchmark on 1/10/60-minute media, against whisperx + pyannote",
         description="Build test media (AMI excerpts + simulated conversations, cycled to length), run diarkit on "
@@ -163,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         min_speakers=args.min_speakers, max_speakers=args.max_speakers, language=args.language,
         settings=settings, uem_file=args.uem, uem_from_duration=args.uem_from_duration,
         groups=_groups(args.groups), limit=args.limit, make_plots=not args.no_plots,
-        word_speakers=args.word_speakers)
+        word_speakers=args.word_speakers, pipeline_settings=args.settings)
     print(summary(scores))
     total = runtime[-1]
     print(f"\n{total['duration_s']:.1f} s of audio in {total['wall_s']:.1f} s (RTF {total['rtf']}), "
@@ -186,6 +202,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"{c.uri}: {len(c.speakers)} speakers, {len(c.placements)} turns, "
               f"{c.num_samples / 16000:.1f} s, overlap {100 * c.overlap_ratio:.1f}%")
     print(f"wrote {len(conversations)} conversations to {args.out}")
+    return 0
+
+
+def cmd_music(args: argparse.Namespace) -> int:
+    from .music import MusicConfig, make_set
+
+    files = make_set(MusicConfig(sim=args.sim, out=args.out, kind=args.kind, seed=args.seed, limit=args.limit,
+                                 snr_min=args.snr_min, snr_max=args.snr_max))
+    print(f"wrote {len(files)} {args.kind} conversations to {args.out}")
     return 0
 
 
@@ -215,11 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     from .run import RunError
     from .bench import BenchError
     from .simulate import SimulationError
+    from .music import MusicError
 
     try:
-        return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate,
+        return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate, "music": cmd_music,
                 "bench": cmd_bench, "floor": cmd_floor, "subtitles": cmd_subtitles}[args.command](args)
-    except (ReaderError, RunError, SimulationError, BenchError) as exc:
+    except (ReaderError, RunError, SimulationError, BenchError, MusicError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

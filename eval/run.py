@@ -15,6 +15,7 @@ would reload the models every time). With CUDA, ``peak_gpu_mib`` is per file
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import sys
@@ -103,6 +104,29 @@ def import_pipeline():
     return DiarkitPipeline, write_outputs
 
 
+def pipeline_options(settings: list[str]):
+    """``PipelineOptions`` with ``field=value`` / ``group.field=value`` overrides (``none`` = None)."""
+    import dataclasses
+
+    from diarkit.pipeline import PipelineOptions
+
+    options = PipelineOptions()
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        path = name.strip().split(".")
+        target = options
+        for part in path[:-1]:
+            target = getattr(target, part, None)
+            if target is None or not dataclasses.is_dataclass(target):
+                raise RunError(f"--set {setting}: {part!r} is not a group of options")
+        fields = {f.name for f in dataclasses.fields(target)}
+        if not sep or path[-1] not in fields:
+            raise RunError(f"--set {setting}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
+        value = json.loads(text) if text.strip().lower() not in ("none", "null") else None
+        object.__setattr__(target, path[-1], value)
+    return options
+
+
 def _peak_rss_mib() -> float:
     # ru_maxrss is KiB on Linux, bytes on macOS
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -130,7 +154,8 @@ def run_dataset(dataset: str | Path, out: str | Path, *, model_dir: str | Path =
                 max_speakers: int | None = None, language: str | None = None,
                 settings: ScoreSettings | None = None, uem_file: str | Path | None = None,
                 uem_from_duration: bool = True, groups: dict[str, str] | None = None,
-                limit: int | None = None, make_plots: bool = True, word_speakers: str | None = None
+                limit: int | None = None, make_plots: bool = True, word_speakers: str | None = None,
+                pipeline_settings: list[str] | None = None
                 ) -> tuple[ScoreSet, list[dict[str, Any]], list[str]]:
     """Transcribe every referenced media file, write DIR/hyp/<stem>.{json,rttm}, score into DIR.
 
@@ -150,13 +175,10 @@ def run_dataset(dataset: str | Path, out: str | Path, *, model_dir: str | Path =
     hyp_dir = out / "hyp"
     hyp_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if word_speakers:
-        from diarkit.pipeline import PipelineOptions
-
-        pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device,
-                                              options=PipelineOptions(word_speakers=word_speakers))
-    else:
-        pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device)
+    pipeline_settings = list(pipeline_settings or []) + ([f"word_speakers={json.dumps(word_speakers)}"]
+                                                         if word_speakers else [])
+    extra = {"options": pipeline_options(pipeline_settings)} if pipeline_settings else {}
+    pipe = DiarkitPipeline.from_model_dir(str(model_dir), device=device, **extra)
     from diarkit.request import RequestOptions
 
     options = RequestOptions(num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers,

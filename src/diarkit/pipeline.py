@@ -33,6 +33,7 @@ from diarkit.models.manifest import ModelDirectory  # noqa: E402
 from diarkit.models.registry import LoadContext  # noqa: E402
 from diarkit.request import RequestOptions  # noqa: E402
 from diarkit.result import TranscriptResult  # noqa: E402
+from diarkit.speech import SpeechGate, SpeechGateOptions  # noqa: E402
 from diarkit.subtitles import build_events, get_rules  # noqa: E402
 from diarkit.timecode import FrameRate  # noqa: E402
 from diarkit.vad import speech_chunks  # noqa: E402
@@ -69,6 +70,8 @@ class PipelineOptions:
     #: words take their speaker from the "exclusive" diarization (one speaker at a time) or
     #: from the "overlap" turns; cpWER before/after in eval/RESULTS.md
     word_speakers: str = "exclusive"
+    # silero speech decision applied to the shared segmentation (music is not speech); None = off
+    speech_gate: SpeechGateOptions | None = field(default_factory=SpeechGateOptions)
 
 
 class DiarkitPipeline:
@@ -101,6 +104,8 @@ class DiarkitPipeline:
                     self.segmenter, self.encoder, plda, device=self.device)
             else:
                 self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
+            gate = self.options.speech_gate
+            self.speech_gate = SpeechGate(gate) if gate is not None else None
             if model_dir.artifact("alignment") is not None:
                 self.aligner = model_dir.load("alignment", context)
                 self.aligner.fallback = WhisperAligner(self.transcriber, batch_size=batch_size)
@@ -119,6 +124,8 @@ class DiarkitPipeline:
     def describe_models(self) -> dict:
         models = self.model_dir.describe()
         models.setdefault("alignment", {"kind": self.aligner.name})  # whisper-attention: no artifact
+        if self.speech_gate is not None:
+            models["speech_gate"] = {"kind": self.speech_gate.detector.name}
         models["device"] = self.device
         return models
 
@@ -151,6 +158,8 @@ class DiarkitPipeline:
 
         with stage("vad"):
             segmentation = self.segmenter(samples)
+            if self.speech_gate is not None:
+                segmentation = self.speech_gate(samples, segmentation)
             chunks = speech_chunks(segmentation, onset=self.options.vad_onset, offset=self.options.vad_offset,
                                    chunk_size=self.options.chunk_size)
             chunks = [c for c in chunks if min(c.end, duration) - c.start > 0.05]

@@ -1,0 +1,110 @@
+"""Speech gate: frames where nobody speaks are taken out of the shared segmentation.
+
+Why: the pyannote segmentation model answers "which local speaker is active" and fires on
+music and sound effects (scores, stingers, doors), so music became speaker turns and often
+an extra speaker. The silero VAD (packaged with faster-whisper) tells speech from music
+much better (eval/RESULTS.md, issue 20). Its decision multiplies the segmentation's
+activations before anything reads them, so one gated segmentation feeds both Whisper's
+chunks (``diarkit.vad``) and diarization (binarization, speaker count per frame and the
+embedding masks): a music frame is neither a turn, nor a chunk, nor part of an embedding.
+Each model still runs once per file.
+
+The silero model is a packaged asset of the pinned faster-whisper, loaded by path, not a
+model-directory artifact: it is a 2 MB file that every install already has, and existing
+model directories keep working unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+from diarkit.compat.faster_whisper import SILERO_VAD_PATH, SILERO_WINDOW, SileroVADModel
+from diarkit.compat.pyannote import SlidingWindowFeature
+
+from diarkit.audio import SAMPLE_RATE
+from diarkit.models.segmentation import Segmentation
+
+logger = logging.getLogger(__name__)
+
+#: seconds per silero frame
+SILERO_STEP = SILERO_WINDOW / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SpeechGateOptions:
+    """Silero hysteresis and how far around its speech the segmentation is kept (chosen in eval/RESULTS.md)."""
+
+    onset: float = 0.5  # a speech region starts when the probability reaches this
+    offset: float = 0.35  # and ends when it falls under this
+    pad: float = 0.2  # seconds kept on each side of a speech region
+    min_gap: float = 0.3  # non-speech shorter than this between two regions is kept as speech
+
+
+def hysteresis(probs: np.ndarray, onset: float, offset: float) -> np.ndarray:
+    """Boolean speech per frame: on at ``onset``, off under ``offset``."""
+    active = np.zeros(len(probs), dtype=bool)
+    on = False
+    for i, p in enumerate(probs):
+        on = p >= offset if on else p >= onset
+        active[i] = on
+    return active
+
+
+def speech_mask(probs: np.ndarray, options: SpeechGateOptions) -> np.ndarray:
+    """Silero frame probabilities -> boolean speech per frame, with padding and short gaps filled."""
+    active = hysteresis(probs, options.onset, options.offset)
+    pad = int(round(options.pad / SILERO_STEP))
+    min_gap = int(round(options.min_gap / SILERO_STEP))
+    edges = np.diff(np.concatenate([[0], active.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    mask = np.zeros_like(active)
+    previous_end = None
+    for start, end in zip(starts, ends):
+        start, end = max(0, start - pad), min(len(mask), end + pad)
+        if previous_end is not None and start - previous_end < min_gap:
+            start = previous_end
+        mask[start:end] = True
+        previous_end = end
+    return mask
+
+
+class SileroSpeech:
+    """Silero VAD v6 speech probability per 32 ms frame of 16 kHz audio."""
+
+    name = "silero-vad-v6"
+
+    def __init__(self, path: str = SILERO_VAD_PATH):
+        self.model = SileroVADModel(path)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        if audio.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        padded = np.pad(np.asarray(audio, dtype=np.float32), (0, -len(audio) % SILERO_WINDOW))
+        return np.asarray(self.model(padded)).reshape(-1)
+
+
+def gate_segmentation(segmentation: Segmentation, mask: np.ndarray) -> Segmentation:
+    """The segmentation with every output frame whose centre falls in non-speech set to 0."""
+    chunks = segmentation.chunks
+    num_chunks, num_frames, _ = chunks.data.shape
+    starts = np.array([chunks.sliding_window[c].start for c in range(num_chunks)])
+    middles = np.array([segmentation.frames[f].middle for f in range(num_frames)])
+    index = np.floor((starts[:, None] + middles[None, :]) / SILERO_STEP).astype(int)
+    keep = mask[np.clip(index, 0, len(mask) - 1)] if len(mask) else np.zeros(index.shape, dtype=bool)
+    data = chunks.data * keep[:, :, None].astype(chunks.data.dtype)
+    return replace(segmentation, chunks=SlidingWindowFeature(data, chunks.sliding_window))
+
+
+class SpeechGate:
+    """Runs silero once per file and gates the shared segmentation with it."""
+
+    def __init__(self, options: SpeechGateOptions | None = None, detector: SileroSpeech | None = None):
+        self.options = options or SpeechGateOptions()
+        self.detector = detector or SileroSpeech()
+
+    def __call__(self, audio: np.ndarray, segmentation: Segmentation) -> Segmentation:
+        mask = speech_mask(self.detector(audio), self.options)
+        logger.debug("speech gate: %.1f of %.1f s kept", mask.sum() * SILERO_STEP, len(mask) * SILERO_STEP)
+        return gate_segmentation(segmentation, mask)
