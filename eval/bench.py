@@ -497,10 +497,12 @@ def render_markdown(info: dict, command: str, media: dict[str, dict], runs: dict
              "10 LibriSpeech speakers, each at 3 pitch/formant shifts (30 voices), talk in blocks of 3 "
              "between 12 s AMI clips (seed 0, `eval/bench.py:build_many_voices_media`).",
              "- Each length runs in its own fresh subprocess; times are wall-clock (`time.perf_counter`), "
-             "RTF = time / media duration. Model load is excluded from the stage times and end-to-end. "
-             "Diarization runs in a second thread beside transcription and alignment "
-             "(`PipelineOptions.overlap_diarization`, unless `--sequential-diarization`): its row is its "
-             "own wall time, and end-to-end is the wall time of `transcribe` (not the sum of the rows).",
+             "RTF = time / media duration. Model load is excluded from the stage times and end-to-end. " + (
+                 "Diarization runs in a second thread beside transcription and alignment "
+                 "(`PipelineOptions.overlap_diarization`; `--sequential-diarization` turns it off): its row "
+                 "is its own wall time, and end-to-end is the wall time of `transcribe` (not the sum of the rows)."
+                 if any(r.get("overlap_diarization") for r in runs.values()) else
+                 "Stages run one after the other (end-to-end = the sum of the rows)."),
              "- Memory: **peak RSS = `ru_maxrss` of that child** (whole process, models included). Per "
              "stage: VmRSS sampled from `/proc/self/status` every 20 ms; *peak* during the stage and "
              "*growth* = peak - RSS when the stage started.", ""]
