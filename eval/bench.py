@@ -263,7 +263,7 @@ class RssSampler:
 
 
 # -- child: diarkit ------------------------------------------------------------------------------
-def child_diarkit(media: str, model_dir: str, out_dir: str, overlap: bool = True) -> dict[str, Any]:
+def child_diarkit(media: str, model_dir: str, out_dir: str, overlap: bool = False) -> dict[str, Any]:
     with RssSampler() as rss:
         rss.enter("load")
         started = time.perf_counter()
@@ -368,13 +368,13 @@ def _run_child(args: list[str], result_json: Path, log_path: Path) -> dict[str, 
 
 
 def run_diarkit_child(media: str | Path, model_dir: str | Path, out_dir: str | Path, *,
-                      overlap: bool = True) -> dict[str, Any]:
+                      overlap: bool = False) -> dict[str, Any]:
     """Run diarkit on ``media`` in a fresh subprocess; the child's measurements."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(media).stem
     return _run_child(["_diarkit", "--media", str(media), "--model-dir", str(model_dir),
-                       "--out-dir", str(out_dir), *([] if overlap else ["--sequential"])],
+                       "--out-dir", str(out_dir), *(["--overlap"] if overlap else [])],
                       out_dir / f"{stem}.bench.json", out_dir / f"{stem}.log")
 
 
@@ -499,7 +499,7 @@ def render_markdown(info: dict, command: str, media: dict[str, dict], runs: dict
              "- Each length runs in its own fresh subprocess; times are wall-clock (`time.perf_counter`), "
              "RTF = time / media duration. Model load is excluded from the stage times and end-to-end. " + (
                  "Diarization runs in a second thread beside transcription and alignment "
-                 "(`PipelineOptions.overlap_diarization`; `--sequential-diarization` turns it off): its row "
+                 "(`--overlap-diarization`, `PipelineOptions.overlap_diarization`): its row "
                  "is its own wall time, and end-to-end is the wall time of `transcribe` (not the sum of the rows)."
                  if any(r.get("overlap_diarization") for r in runs.values()) else
                  "Stages run one after the other (end-to-end = the sum of the rows)."),
@@ -590,7 +590,7 @@ def _existing_notes(path: Path) -> str:
 
 def run_bench(minutes: list[float], out: str | Path, work: str | Path, *, model_dir: str | Path = "model",
               data_root: str | Path = "../shared/data", skip_reference: bool = False,
-              many_voices: bool = True, overlap: bool = True, command: str = "") -> dict[str, Any]:
+              many_voices: bool = True, overlap: bool = False, command: str = "") -> dict[str, Any]:
     work, out = Path(work), Path(out)
     work.mkdir(parents=True, exist_ok=True)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -648,8 +648,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-reference", action="store_true", help="do not time whisperx + pyannote")
     p.add_argument("--no-many-voices", action="store_true",
                    help="skip the 10-minute many-voices media (30 LibriSpeech voices + AMI)")
-    p.add_argument("--sequential-diarization", action="store_true",
-                   help="diarkit diarizes after transcription, not beside it (PipelineOptions.overlap_diarization)")
+    p.add_argument("--overlap-diarization", action="store_true",
+                   help="diarkit diarizes beside transcription and alignment (PipelineOptions.overlap_diarization)")
     p.add_argument("--render-only", action="store_true",
                    help="re-render --out from the .json next to it (after editing the notes); runs nothing")
 
@@ -684,7 +684,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     command = "python -m eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     run_bench(minutes, args.out, args.work, model_dir=args.model_dir, data_root=args.data,
               skip_reference=args.skip_reference, many_voices=not args.no_many_voices,
-              overlap=not args.sequential_diarization,
+              overlap=args.overlap_diarization,
               command=command.strip())
     return 0
 
@@ -696,10 +696,10 @@ def _child_main(argv: list[str]) -> int:
     p.add_argument("--model-dir", default="model")
     p.add_argument("--out-dir")
     p.add_argument("--json", required=True)
-    p.add_argument("--sequential", action="store_true")
+    p.add_argument("--overlap", action="store_true")
     a = p.parse_args(argv)
     if a.mode == "_diarkit":
-        data = child_diarkit(a.media, a.model_dir, a.out_dir or str(Path(a.json).parent), overlap=not a.sequential)
+        data = child_diarkit(a.media, a.model_dir, a.out_dir or str(Path(a.json).parent), overlap=a.overlap)
     else:
         data = child_reference(a.media, a.model_dir)
     Path(a.json).write_text(json.dumps(data, indent=2) + "\n")

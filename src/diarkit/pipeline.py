@@ -64,8 +64,9 @@ class PipelineOptions:
     vad_offset: float = 0.363
     chunk_size: float = 30.0
     # diarize in a second thread while transcribing and aligning: both stages leave a core
-    # idle much of the time (torch and CTranslate2 release the GIL); same results
-    overlap_diarization: bool = True
+    # idle much of the time (torch and CTranslate2 release the GIL); same results, but both
+    # stages' working memory at once: off until measured against the memory bounds
+    overlap_diarization: bool = False
     diarization: DiarizationOptions = field(default_factory=DiarizationOptions)
 
 
