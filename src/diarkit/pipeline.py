@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,10 @@ class PipelineOptions:
     vad_onset: float = 0.5
     vad_offset: float = 0.363
     chunk_size: float = 30.0
+    # diarize in a second thread while transcribing and aligning: both stages leave a core
+    # idle much of the time (torch and CTranslate2 release the GIL); same results, but both
+    # stages' working memory at once: off until measured against the memory bounds
+    overlap_diarization: bool = False
     diarization: DiarizationOptions = field(default_factory=DiarizationOptions)
     #: words take their speaker from the "exclusive" diarization (one speaker at a time) or
     #: from the "overlap" turns; cpWER before/after in eval/RESULTS.md
@@ -163,14 +168,28 @@ class DiarkitPipeline:
             chunks = speech_chunks(segmentation, onset=self.options.vad_onset, offset=self.options.vad_offset,
                                    chunk_size=self.options.chunk_size)
             chunks = [c for c in chunks if min(c.end, duration) - c.start > 0.05]
-        with stage("transcribe"):
-            language = self.transcriber.resolve_language(samples, chunks, options.language)
-            texts = self.transcriber(samples, chunks, language,
-                                     progress=lambda done, total: report("transcribe", done, total + 1))
-        with stage("align"):
-            words_per_chunk = self.aligner(samples, texts, language) if texts else []
-        with stage("diarize"):
-            diarization = self.diarizer(samples, segmentation, uri=uri, **options.speaker_hints)
+        def diarize():
+            started = time.perf_counter()
+            found = self.diarizer(samples, segmentation, uri=uri, **options.speaker_hints)
+            timings["diarize"] = time.perf_counter() - started  # its own time, even beside the others
+            return found
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize") as beside:
+            # the pool is this call's own: leaving the block waits for the thread, even on errors
+            pending = beside.submit(diarize) if self.options.overlap_diarization else None
+            with stage("transcribe"):
+                language = self.transcriber.resolve_language(samples, chunks, options.language)
+                texts = self.transcriber(samples, chunks, language,
+                                         progress=lambda done, total: report("transcribe", done, total + 1))
+            with stage("align"):
+                words_per_chunk = self.aligner(samples, texts, language) if texts else []
+            if pending is None:
+                with stage("diarize"):
+                    diarization = diarize()
+            else:
+                report("diarize", 0, 1)
+                diarization = pending.result()
+                report("diarize", 1, 1)
         with stage("assign"):
             words = [w for chunk_words in words_per_chunk for w in chunk_words]
             exclusive = self.options.word_speakers == "exclusive" and diarization.exclusive_turns

@@ -73,6 +73,7 @@ class SplitCheckedClustering(AgglomerativeClustering):
                  max_pooled_seconds: float = 120.0, small_merge_threshold: float | None = 0.78,
                  small_seconds: float = 8.0, small_share: float = 0.1, metric: str = "cosine"):
         super().__init__(metric=metric)
+        self._pooled_cache: dict[bytes, np.ndarray | None] | None = None
         self.encoder = encoder
         self.small_merge_threshold = small_merge_threshold
         self.small_seconds = small_seconds
@@ -89,6 +90,17 @@ class SplitCheckedClustering(AgglomerativeClustering):
             min_clusters=min_clusters, max_clusters=max_clusters, **kwargs)
         if num_clusters is not None or file is None or segmentations is None or frames is None:
             return hard, soft, centroids
+        # pooled embeddings of this file, by member set: the split check's accepted halves are
+        # the speakers the merge embeds again (one file only: the cache dies with the call)
+        self._pooled_cache = {}
+        try:
+            return self._refine(hard, soft, centroids, embeddings, segmentations, frames, file,
+                                min_clusters, max_clusters)
+        finally:
+            self._pooled_cache = None
+
+    def _refine(self, hard, soft, centroids, embeddings, segmentations, frames, file, min_clusters,
+                max_clusters):
         refined = self.split(hard, embeddings, segmentations, frames, file, max_clusters)
         if self.small_merge_threshold is not None:
             refined = self.merge_small(refined, segmentations, frames, file, min_clusters)
@@ -98,6 +110,17 @@ class SplitCheckedClustering(AgglomerativeClustering):
 
     def pooled_embedding(self, waveform: np.ndarray, segmentations, frames, members,
                          sample_rate) -> np.ndarray | None:
+        cache = getattr(self, "_pooled_cache", None)
+        key = np.packbits(members).tobytes() + str(members.shape).encode()
+        if cache is not None and key in cache:
+            return cache[key]
+        embedding = self._pooled_embedding(waveform, segmentations, frames, members, sample_rate)
+        if cache is not None:
+            cache[key] = embedding
+        return embedding
+
+    def _pooled_embedding(self, waveform: np.ndarray, segmentations, frames, members,
+                          sample_rate) -> np.ndarray | None:
         mask = exclusive_speech_mask(segmentations, frames, members, waveform.shape[0], sample_rate)
         if mask.sum() < self.min_split_seconds * sample_rate:
             return None

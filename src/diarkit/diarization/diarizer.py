@@ -166,6 +166,7 @@ class Diarizer:
     def __init__(self, segmenter: Segmenter, encoder: MelSpeakerEncoder,
                  options: DiarizationOptions | None = None):
         self.options = options or DiarizationOptions()
+        self.encoder = encoder
         self.pipeline = LocalSpeakerDiarization(segmenter, encoder, self.options)
         self.pipeline.instantiate(self.options.parameters())
 
@@ -178,7 +179,8 @@ class Diarizer:
             "uri": uri,
             LocalSpeakerDiarization.PRECOMPUTED: segmentation.chunks,
         }
-        with torch.inference_mode():
+        step = int(round(segmentation.chunks.sliding_window.step * SAMPLE_RATE))
+        with torch.inference_mode(), self.encoder.file_features(audio, step):
             output = self.pipeline(file, num_speakers=num_speakers, min_speakers=min_speakers,
                                    max_speakers=max_speakers)
         found = len(output.speaker_diarization.labels())

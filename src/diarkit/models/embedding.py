@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import librosa
 import numpy as np
@@ -35,6 +37,34 @@ class MelSpeakerEncoder:
 
     def __init__(self, device: torch.device | None = None):
         self.device = device or torch.device("cpu")
+        self._file: FileFeatures | None = None
+
+    @contextmanager
+    def file_features(self, waveform: np.ndarray, step: int) -> Iterator[None]:
+        """Within the block, chunks of ``waveform`` (starting every ``step`` samples) take
+        their features from one spectrogram of the whole file instead of one per chunk.
+
+        pyannote embeds 5 s chunks every 0.5 s: each stretch of speech went through the STFT
+        ten times. Per encoder object (one per pipeline), for one file at a time.
+        """
+        cache = self.make_file_features(waveform, step)
+        self._file = cache
+        try:
+            yield
+        finally:
+            self._file = None
+
+    def make_file_features(self, waveform: np.ndarray, step: int) -> "FileFeatures | None":
+        """None: this encoder computes features per chunk."""
+        return None
+
+    def chunk_features(self, waveform: np.ndarray) -> np.ndarray:
+        cache = self._file
+        if cache is not None:
+            frames = cache.features_of(waveform, self)
+            if frames is not None:
+                return frames
+        return self.features(waveform)
 
     @property
     def min_num_samples(self) -> int:
@@ -64,18 +94,39 @@ class MelSpeakerEncoder:
             starts.append(count - self.window_frames)
         return np.stack([frames[s : s + self.window_frames] for s in starts])
 
+    def num_frames(self, num_samples: int) -> int:
+        """How many feature frames ``features`` gives for ``num_samples`` (centered frames)."""
+        return 1 + num_samples // self.hop_length
+
     def __call__(self, waveforms: torch.Tensor, masks: torch.Tensor | None = None) -> np.ndarray:
         batch = waveforms.shape[0]
         waves = waveforms.reshape(batch, -1).cpu().numpy()
         embeddings = np.full((batch, self.dimension), np.nan, dtype=np.float32)
         groups: dict[int, list[np.ndarray]] = {}
+        # pyannote passes each chunk once per local speaker, one after the other: the same
+        # waveform, another mask. Its features are computed once, and not at all for a
+        # speaker too quiet in the chunk to embed (same result, a third of the spectrograms).
+        previous: tuple[int, np.ndarray] | None = None
         for i in range(batch):
-            frames = self.features(waves[i])
+            keep = None
             if masks is not None:
                 mask = masks[i].cpu().numpy()
-                index = np.minimum((np.arange(frames.shape[0]) * len(mask)) // max(frames.shape[0], 1),
-                                   len(mask) - 1)
-                frames = frames[mask[index] > 0.5]
+                count = self.num_frames(waves[i].shape[0])
+                index = np.minimum((np.arange(count) * len(mask)) // max(count, 1), len(mask) - 1)
+                keep = mask[index] > 0.5
+                if keep.sum() < self.min_frames:
+                    continue
+            if previous is not None and np.array_equal(waves[previous[0]], waves[i]):
+                frames = previous[1]
+            else:
+                frames = self.chunk_features(waves[i])
+                previous = (i, frames)
+            if keep is not None:
+                if keep.shape[0] != frames.shape[0]:  # num_frames disagrees with features: map again
+                    index = np.minimum((np.arange(frames.shape[0]) * len(mask)) // max(frames.shape[0], 1),
+                                       len(mask) - 1)
+                    keep = mask[index] > 0.5
+                frames = frames[keep]
             if frames.shape[0] < self.min_frames:
                 continue
             groups[i] = self.windows_of(frames)
@@ -91,6 +142,63 @@ class MelSpeakerEncoder:
             embeddings[i] = mean / (np.linalg.norm(mean) + 1e-12)
             offset += len(windows)
         return embeddings
+
+
+class FileFeatures:
+    """A file's un-normalized power-mel frames, for chunks cut from it at a fixed step.
+
+    A chunk is found by content (the next or the same offset as the last one, checked
+    sample for sample; pyannote pads the last chunk with zeros), so a waveform that is not
+    a chunk of this file falls back to its own features.
+    """
+
+    def __init__(self, waveform: np.ndarray, step: int, mel: np.ndarray, n_fft: int, hop: int,
+                 block_frames: int = 6000):
+        self.waveform, self.step, self.n_fft, self.hop = waveform, step, n_fft, hop
+        half = n_fft // 2
+        count = 1 + waveform.shape[0] // hop  # centered frames, as librosa's center=True
+        self.frames = np.empty((count, mel.shape[0]), dtype=np.float32)
+        for a in range(0, count, block_frames):  # in blocks: the complex STFT of an hour is 0.6 GB
+            b = min(count, a + block_frames)
+            lo, hi = a * hop - half, (b - 1) * hop + half
+            piece = waveform[max(lo, 0):min(hi, waveform.shape[0])]
+            if lo < 0 or hi > waveform.shape[0]:
+                piece = np.pad(piece, (max(-lo, 0), max(hi - waveform.shape[0], 0)))
+            spec = np.abs(librosa.stft(piece, n_fft=n_fft, hop_length=hop, center=False)) ** 2
+            self.frames[a:b] = (mel @ spec).T
+        self.offset = 0
+
+    def locate(self, chunk: np.ndarray) -> int | None:
+        size = self.waveform.shape[0]
+        for offset in (self.offset, self.offset + self.step, 0):
+            if offset % self.hop or offset >= size:
+                continue
+            inside = min(chunk.shape[0], size - offset)
+            if np.array_equal(chunk[:inside], self.waveform[offset:offset + inside]) and \
+                    not np.any(chunk[inside:]):
+                self.offset = offset
+                return offset
+        return None
+
+    def features_of(self, chunk: np.ndarray, encoder: "ResemblyzerEncoder") -> np.ndarray | None:
+        offset = self.locate(chunk)
+        if offset is None:
+            return None
+        n, hop, half = chunk.shape[0], self.hop, self.n_fft // 2
+        count = 1 + n // hop
+        first = -(-half // hop)  # frames whose window lies inside the chunk: first..last
+        last = (n - half) // hop
+        if last - first < 4 or offset // hop + last >= self.frames.shape[0] or n < 4 * self.n_fft:
+            return None
+        scale = encoder.loudness_scale(chunk)
+        out = np.empty((count, self.frames.shape[1]), dtype=np.float32)
+        out[first:last + 1] = self.frames[offset // hop + first:offset // hop + last + 1] * np.float32(scale**2)
+        # the edge frames see the chunk's zero padding, not the file: from the chunk itself
+        head = 1 + 2 * first
+        out[:first] = encoder.features(chunk[:head * hop], scale=scale)[:first]
+        tail_start = (last + 1 - first - 1) * hop
+        out[last + 1:] = encoder.features(chunk[tail_start:], scale=scale)[last + 1 - tail_start // hop:]
+        return out
 
 
 class ResemblyzerEncoder(MelSpeakerEncoder):
@@ -112,11 +220,21 @@ class ResemblyzerEncoder(MelSpeakerEncoder):
         self.model.device = device
         return self
 
-    def features(self, waveform: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def loudness_scale(waveform: np.ndarray) -> float:
         # resemblyzer normalizes loudness to -30 dBFS before its (power, not log) mel
         rms = float(np.sqrt(np.mean(waveform**2))) if waveform.size else 0.0
-        if rms > 1e-5:
-            waveform = waveform * (10 ** (-30 / 20) / rms)
+        return 10 ** (-30 / 20) / rms if rms > 1e-5 else 1.0
+
+    def make_file_features(self, waveform: np.ndarray, step: int) -> FileFeatures | None:
+        if step % self.hop_length:
+            return None
+        return FileFeatures(waveform, step, self._mel, n_fft=400, hop=self.hop_length)
+
+    def features(self, waveform: np.ndarray, scale: float | None = None) -> np.ndarray:
+        scale = self.loudness_scale(waveform) if scale is None else scale
+        if scale != 1.0:
+            waveform = waveform * scale
         spec = np.abs(librosa.stft(waveform, n_fft=400, hop_length=self.hop_length)) ** 2
         return (self._mel @ spec).T.astype(np.float32)
 
@@ -149,6 +267,9 @@ class VoiceFilterLiteEncoder(MelSpeakerEncoder):
         options.intra_op_num_threads = max(1, torch.get_num_threads())
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=self.n_fft, n_mels=40).astype(np.float32)
+
+    def num_frames(self, num_samples: int) -> int:
+        return 1 + max(num_samples - self.n_fft, 0) // self.hop_length  # center=False
 
     def features(self, waveform: np.ndarray) -> np.ndarray:
         spec = np.abs(librosa.stft(waveform, n_fft=self.n_fft, win_length=self.win_length,
