@@ -168,6 +168,7 @@ class DiarkitPipeline:
             chunks = speech_chunks(segmentation, onset=self.options.vad_onset, offset=self.options.vad_offset,
                                    chunk_size=self.options.chunk_size)
             chunks = [c for c in chunks if min(c.end, duration) - c.start > 0.05]
+
         def diarize():
             started = time.perf_counter()
             found = self.diarizer(samples, segmentation, uri=uri, **options.speaker_hints)
