@@ -296,6 +296,8 @@ class DiarkitServer:
         over = threading.Event()
 
         def check(stage: str, done: int, total: int) -> None:
+            if stage == "decode" and done == 0:
+                logger.info("inference started")
             if over.is_set():
                 logger.info("inference stopped at stage %s: its request is over", stage)
                 raise RequestAbandoned(stage)
