@@ -100,7 +100,7 @@ def test_watch_mode_survives_poison_names_and_never_replaces(tmp_path, env, serv
         worker.wait_for(r"completed .*a\.mp3", timeout=300)
         worker.wait_for(r"completed .*a\.wav", timeout=300)
         worker.wait_for(r"completed .*bad", timeout=300)
-        worker.wait_for(r"completed .*長い\.wav", timeout=300)
+        worker.wait_for(r"completed .*名前です\.wav", timeout=300)
         assert worker.proc.poll() is None  # alive after all of it
 
         outputs = names(folder / "output")
@@ -163,13 +163,13 @@ def test_watch_mode_full_output_folder_keeps_the_input_and_no_partial_output(tmp
         worker = watch(folder, server, env, "W-full")
         worker.wait_for("watching")
         filler = output / ".filler"
-        with open(filler, "wb") as handle:  # fill it to the last byte
-            try:
+        try:
+            with open(filler, "wb") as handle:  # fill it to the last byte
                 while True:
                     handle.write(b"\0" * 4096)
                     handle.flush()
-            except OSError:
-                pass
+        except OSError:
+            pass
         drop(media["clip"], folder)
         worker.wait_for(r"clip\.wav: .*cannot write the results: No space left on device.*back in input/")
         assert names(output) == []  # neither clip.json nor clip.srt: all formats or none
