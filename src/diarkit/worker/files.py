@@ -13,6 +13,7 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -78,6 +79,20 @@ def move_unique(source: Path, folder: Path, name: str | None = None) -> Path:
     raise AssertionError("unreachable")
 
 
+def _place(tmp: Path, target: Path) -> None:
+    """Hard-link ``tmp`` to ``target``, failing when it exists; a copy where links are not supported."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        with open(tmp, "rb") as source, open(target, "xb") as out:  # "x": never replaces
+            shutil.copyfileobj(source, out)
+        os.chmod(target, file_mode())
+
+
 def write_results(result: TranscriptResult, folder: Path, stem: str, formats: list[str]) -> list[Path]:
     """Every format under one free stem (``stem``, ``stem.1``...), complete or not at all.
 
@@ -101,7 +116,7 @@ def write_results(result: TranscriptResult, folder: Path, stem: str, formats: li
             try:
                 for fmt, tmp in temps.items():
                     target = folder / f"{candidate}.{fmt}"
-                    os.link(tmp, target)
+                    _place(tmp, target)
                     linked.append(target)
                 return linked
             except FileExistsError:
