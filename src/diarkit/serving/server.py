@@ -197,8 +197,6 @@ class DiarkitServer:
         self.workers = WorkerPool(load or self._load_pipeline, config.workers)
         #: spool folders that could not be removed yet (e.g. no file descriptor left): retried
         self._leftovers: set[Path] = set()
-        #: spool folders an inference is reading (a request may end before its inference)
-        self._busy: set[Path] = set()
         self.app = Starlette(
             routes=[Route("/ping", self.ping, methods=["GET"]),
                     Route("/invocations", self.invocations, methods=["POST"])],
@@ -266,9 +264,6 @@ class DiarkitServer:
     def _clean(self, tmp: Path | None = None) -> None:
         """Remove this request's spool folder and any left by earlier requests."""
         for path in ([tmp] if tmp is not None else []) + sorted(self._leftovers):
-            if path in self._busy:  # an abandoned inference still reads it; removed when it ends
-                self._leftovers.add(path)
-                continue
             shutil.rmtree(path, ignore_errors=True)
             if os.path.lexists(path):
                 if path not in self._leftovers:
@@ -299,8 +294,6 @@ class DiarkitServer:
     async def _run_while_connected(self, request: Request, media: Path, options: RequestOptions, fmt: str):
         """The inference, given up as soon as the client disconnects or the request ends otherwise."""
         over = threading.Event()
-        loop = asyncio.get_running_loop()
-        spool = media.parent
         stage_now = ["decode"]
 
         def check(stage: str, done: int, total: int) -> None:
@@ -311,19 +304,14 @@ class DiarkitServer:
                 raise RequestAbandoned(stage)
 
         def job(pipeline):
-            self._busy.add(spool)  # its spool folder stays until the inference lets go of it
             try:
                 return transcribe_file(pipeline, media, options, fmt, progress=check)
             except BaseException:
+                # the request's spool folder is gone by now: a decode not yet started fails on it
                 if over.is_set():
                     logger.info("inference stopped at stage %s: its request is over", stage_now[0])
                     raise RequestAbandoned(stage_now[0]) from None
                 raise
-            finally:
-                self._busy.discard(spool)
-                if over.is_set():
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(self._clean, spool)
 
         work = asyncio.ensure_future(self.workers.run(job))
         watch = asyncio.ensure_future(_disconnected(request))
