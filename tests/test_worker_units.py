@@ -34,7 +34,10 @@ def test_events_from_sqs_sns_and_eventbridge_give_decoded_keys():
     assert s3events.parse_message(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})).test_event
     removed = s3events.parse_message({"Records": [s3_record("x.wav", "ObjectRemoved:Delete")]})
     assert removed.objects == [] and removed.ignored == ["ObjectRemoved:Delete"]
-    for garbage in ("[]", "{}", '{"hello": 1}'):
+    numeric_key = s3_record("x.wav")
+    numeric_key["s3"]["object"]["key"] = 5
+    for garbage in ("[]", "[null]", "{}", '{"hello": 1}', '{"Records": ["x"]}', '{"Records": [null]}',
+                    json.dumps({"Records": [numeric_key]}), json.dumps({"Records": [dict(s3_record("x"), s3=[])]})):
         with pytest.raises(ValueError):
             s3events.parse_message(garbage)
 

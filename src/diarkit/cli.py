@@ -17,7 +17,7 @@ from diarkit import subtitles_command
 from diarkit.review import command as review_command
 from diarkit.serving import command as serve_command
 from diarkit.worker import command as worker_command
-from diarkit.writers import RENDERERS, parse_formats, write_outputs
+from diarkit.writers import RENDERERS, check_output_dir, parse_formats, write_outputs
 
 #: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
 #: ``handler`` (a function of the parsed args returning the exit status) and imports
@@ -76,6 +76,11 @@ def cmd_transcribe(args) -> int:
                                             max_speakers=args.max_speakers, language=args.language,
                                             frame_rate=args.frame_rate, subtitle_rules=args.subtitle_rules)
     except OptionsError as exc:
+        errors.print(f"diarkit: error: {exc}", markup=False)
+        return 2
+    try:
+        check_output_dir(args.output_dir)  # before the models load and any file is transcribed
+    except DiarkitError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2
 

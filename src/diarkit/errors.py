@@ -48,3 +48,10 @@ class ModelDirectoryError(DiarkitError):
 
     status = 500
     kind = "model_directory"
+
+
+class OutputError(DiarkitError):
+    """Results could not be written (read-only or full output folder...)."""
+
+    status = 500
+    kind = "output_failed"

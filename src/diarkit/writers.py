@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from diarkit.errors import OptionsError
 from diarkit import dialogue
+from diarkit.errors import OptionsError, OutputError
 from diarkit.result import TranscriptResult
 from diarkit.subtitles import track_for
 from diarkit.ttml import to_ttml
@@ -106,10 +106,26 @@ def render_bytes(result: TranscriptResult, fmt: str) -> bytes:
     return rendered if isinstance(rendered, bytes) else rendered.encode("utf-8")
 
 
+def file_mode() -> int:
+    """The mode a new file gets from the process umask (mkstemp alone gives 0600)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the classic way
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a short temporary name: the final name may already be near the 255-byte limit
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(text if isinstance(text, bytes) else text.encode("utf-8"))
         os.replace(tmp, path)
@@ -120,11 +136,32 @@ def atomic_write_text(path: Path, text: str | bytes) -> None:
 
 def write_outputs(result: TranscriptResult, out_dir: str | os.PathLike, formats: list[str] | str,
                   stem: str | None = None) -> list[Path]:
+    """Every format, or none: when one cannot be written, those already written are removed."""
     out_dir = Path(out_dir)
     stem = stem or result.uri or "audio"
     written = []
     for fmt in parse_formats(formats):
         target = out_dir / f"{stem}.{fmt}"
-        atomic_write_text(target, RENDERERS[fmt](result))
+        try:
+            atomic_write_text(target, RENDERERS[fmt](result))
+        except OSError as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {target.name}: {exc.strerror or exc}", path=str(out_dir),
+                              hint="check that the output folder is writable and has free space") from exc
         written.append(target)
     return written
+
+
+def check_output_dir(out_dir: str | os.PathLike) -> None:
+    """Fail before any work when results cannot be written there (read-only, not a folder, full)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".diarkit-check.", dir=out_dir) as probe:
+            probe.write(b"x")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot write results here: {exc.strerror or exc}", path=str(out_dir),
+                          hint="choose a writable output folder with free space") from None

@@ -56,6 +56,8 @@ def config_from_args(args: argparse.Namespace) -> "ServeConfig":
                               float),
         device=args.device or _env("DIARKIT_DEVICE", defaults.device),
         tmp_dir=args.tmp_dir or _env("DIARKIT_TMPDIR"),
+        idle_timeout=pick(getattr(args, "idle_timeout", None), ("DIARKIT_IDLE_TIMEOUT",), defaults.idle_timeout,
+                          float),
     )
 
 
@@ -75,6 +77,9 @@ def add_subcommand(subparsers) -> None:
                         "(env DIARKIT_REQUEST_TIMEOUT or SAGEMAKER_MODEL_SERVER_TIMEOUT; default 3600)")
     p.add_argument("--max-body-mb", type=float, help="largest media body, MiB (env DIARKIT_MAX_BODY_MB; default 2048)")
     p.add_argument("--max-json-mb", type=float, help="largest JSON body, MiB (env DIARKIT_MAX_JSON_MB; default 100)")
+    p.add_argument("--idle-timeout", type=float,
+                   help="seconds an upload may send nothing before it is answered 408 "
+                        "(env DIARKIT_IDLE_TIMEOUT; default 60)")
     p.add_argument("--graceful-timeout", type=float,
                    help="seconds requests in flight get after SIGTERM (env DIARKIT_GRACEFUL_TIMEOUT; default 25)")
     p.add_argument("--device", help="auto (default), cpu or cuda (env DIARKIT_DEVICE)")

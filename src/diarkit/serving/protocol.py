@@ -149,9 +149,10 @@ class Reply:
     content_type: str
 
 
-def transcribe_file(pipeline, path: str | os.PathLike, options: RequestOptions, fmt: str) -> Reply:
-    """Run the pipeline on one media file and render the answer."""
-    result = pipeline.transcribe(path, uri=REQUEST_URI, options=options)
+def transcribe_file(pipeline, path: str | os.PathLike, options: RequestOptions, fmt: str,
+                    progress=None) -> Reply:
+    """Run the pipeline on one media file and render the answer (``progress`` may raise to stop it)."""
+    result = pipeline.transcribe(path, uri=REQUEST_URI, options=options, progress=progress)
     return Reply(body=render_bytes(result, fmt), content_type=CONTENT_TYPES[fmt])
 
 

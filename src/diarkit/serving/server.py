@@ -5,7 +5,10 @@ GET /ping answers 503 while the models load and 200 once they are ready; POST
 ``diarkit.serving.protocol``). uvicorn and starlette do the HTTP. Inference runs on a fixed number
 of dedicated threads, each with its own pipeline copy (a pipeline is not safe to share
 between threads), so the event loop stays free to answer /ping during long inferences.
-Request bodies are streamed to a temporary directory that is removed after every request.
+Request bodies are streamed to a temporary directory that is removed after every request
+(or, when that fails, e.g. out of file descriptors, at a later request and at exit). An
+upload that sends nothing for ``idle_timeout`` seconds is answered 408; a client that
+goes away gives up its inference (skipped if queued, stopped at the next stage if running).
 """
 
 from __future__ import annotations
@@ -64,13 +67,15 @@ class ServeConfig:
     graceful_timeout: float = 25.0
     device: str = "auto"
     tmp_dir: str | None = None
+    #: seconds an upload may send nothing before it is answered 408 (stalled clients hold sockets)
+    idle_timeout: float = 60.0
 
     def __post_init__(self):
         if self.workers < 1:
             raise OptionsError(f"workers must be at least 1, not {self.workers}")
         if not 0 <= self.port <= 65535:
             raise OptionsError(f"port must be between 0 and 65535, not {self.port}")
-        for name in ("timeout", "max_body_bytes", "max_json_bytes"):
+        for name in ("timeout", "max_body_bytes", "max_json_bytes", "idle_timeout"):
             if getattr(self, name) <= 0:
                 raise OptionsError(f"{name} must be positive, not {getattr(self, name)}")
 
@@ -100,6 +105,15 @@ class _Job:
             self.future.set_exception(error)
         else:
             self.future.set_result(result)
+
+
+class RequestAbandoned(Exception):
+    """Raised inside an inference whose request is over (client gone, time limit): stop early."""
+
+
+class BodyTimeoutError(DiarkitError):
+    status = 408
+    kind = "request_timeout"
 
 
 class WorkerPool:
@@ -181,6 +195,8 @@ class DiarkitServer:
     def __init__(self, config: ServeConfig, load: Callable[[], Any] | None = None):
         self.config = config
         self.workers = WorkerPool(load or self._load_pipeline, config.workers)
+        #: spool folders that could not be removed yet (e.g. no file descriptor left): retried
+        self._leftovers: set[Path] = set()
         self.app = Starlette(
             routes=[Route("/ping", self.ping, methods=["GET"]),
                     Route("/invocations", self.invocations, methods=["POST"])],
@@ -201,6 +217,7 @@ class DiarkitServer:
         self.workers.start()  # loads in the background: /ping says 503 meanwhile
         yield
         self.workers.stop()
+        self._clean()
 
     async def _http_error(self, request: Request, exc: HTTPException) -> JSONResponse:
         kind = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
@@ -224,24 +241,36 @@ class DiarkitServer:
                 return await self._invoke(request, tmp)
         except DiarkitError as exc:
             logger.info("request refused (%d %s): %s", exc.status, exc.kind, exc.message)
-            return _error(exc.status, **error_body(exc), close=isinstance(exc, PayloadTooLargeError))
+            return _error(exc.status, **error_body(exc),
+                          close=isinstance(exc, (PayloadTooLargeError, BodyTimeoutError)))
         except TimeoutError:
             logger.warning("request timed out after %s s", self.config.timeout)
             return _error(504, "timeout", f"no answer within the time limit of {self.config.timeout:g} s",
                           close=True)
         except ClientDisconnect:
-            logger.info("the client disconnected during the upload")
-            return _error(400, "client_disconnected", "the client went away during the upload")
+            logger.info("the client disconnected")
+            return _error(400, "client_disconnected", "the client went away before the answer")
         except asyncio.CancelledError:  # SIGTERM's grace period ran out (the time limit is a TimeoutError)
             logger.warning("shutting down before the request finished")
             return _error(503, "shutting_down", "the server stopped before the request finished; send it again",
                           close=True)
         except Exception as exc:  # noqa: BLE001 - the server keeps serving
             logger.exception("internal error")
-            return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+            # the text of an OSError names the server's files: it stays in the log
+            return _error(500, "internal_error", f"{type(exc).__name__}; the server log has the details", close=True)
         finally:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
+            self._clean(tmp)
+
+    def _clean(self, tmp: Path | None = None) -> None:
+        """Remove this request's spool folder and any left by earlier requests."""
+        for path in ([tmp] if tmp is not None else []) + sorted(self._leftovers):
+            shutil.rmtree(path, ignore_errors=True)
+            if os.path.lexists(path):
+                if path not in self._leftovers:
+                    logger.warning("could not remove %s yet; retrying after the next request", path)
+                self._leftovers.add(path)
+            else:
+                self._leftovers.discard(path)
 
     async def _invoke(self, request: Request, tmp: Path) -> Response:
         headers = request.headers
@@ -251,7 +280,7 @@ class DiarkitServer:
             negotiate_format(headers.get("accept"), options.format)
         limit = self.config.max_json_bytes if kind == "json" else self.config.max_body_bytes
         media = tmp / "body"
-        if await _receive(request, media, limit) == 0:
+        if await _receive(request, media, limit, self.config.idle_timeout) == 0:
             raise empty_body_error()
         if kind == "json":
             options = (await anyio.to_thread.run_sync(_unpack_json, media, tmp / "media")).merged(options)
@@ -259,19 +288,70 @@ class DiarkitServer:
         fmt = negotiate_format(headers.get("accept"), options.format)
         # refuse what is not media at once, without waiting for an inference worker
         await anyio.to_thread.run_sync(audio.probe, media)
-        reply = await self.workers.run(lambda pipeline: transcribe_file(pipeline, media, options, fmt))
+        reply = await self._run_while_connected(request, media, options, fmt)
         return Response(reply.body, media_type=reply.content_type)
 
+    async def _run_while_connected(self, request: Request, media: Path, options: RequestOptions, fmt: str):
+        """The inference, given up as soon as the client disconnects or the request ends otherwise."""
+        over = threading.Event()
+        stage_now = ["decode"]
 
-async def _receive(request: Request, path: Path, limit: int) -> int:
+        def check(stage: str, done: int, total: int) -> None:
+            stage_now[0] = stage
+            if stage == "decode" and done == 0:
+                logger.info("inference started")
+            if over.is_set():
+                raise RequestAbandoned(stage)
+
+        def job(pipeline):
+            try:
+                return transcribe_file(pipeline, media, options, fmt, progress=check)
+            except BaseException:
+                # the request's spool folder is gone by now: a decode not yet started fails on it
+                if over.is_set():
+                    logger.info("inference stopped at stage %s: its request is over", stage_now[0])
+                    raise RequestAbandoned(stage_now[0]) from None
+                raise
+
+        work = asyncio.ensure_future(self.workers.run(job))
+        watch = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                return work.result()
+            logger.info("the client went away: its inference is given up")
+            raise ClientDisconnect()
+        finally:
+            if not work.done():
+                over.set()  # a running inference stops at its next stage; a queued one is skipped
+                work.cancel()
+            watch.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read by then)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _receive(request: Request, path: Path, limit: int, idle_timeout: float) -> int:
     """Stream the body to ``path`` (never whole in memory); its size in bytes."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     size = 0
     pending = bytearray()
+    chunks = request.stream().__aiter__()
     with open(path, "wb") as out:
-        async for chunk in request.stream():
+        while True:
+            try:
+                with anyio.fail_after(idle_timeout):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise BodyTimeoutError(f"the upload sent nothing for {idle_timeout:g} s",
+                                       hint="send the whole body without pausing, or raise --idle-timeout") from None
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit)

@@ -39,6 +39,9 @@ def add_subcommand(subparsers) -> None:
                    help="seconds a received message stays hidden; extended while it runs (default 300)")
     q.add_argument("--heartbeat", type=float, help="seconds between extensions (default: a third of it)")
     q.add_argument("--wait-time", type=int, default=20, help="SQS long-poll seconds (default 20)")
+    q.add_argument("--retry-delay", type=int, default=30,
+                   help="seconds before a message comes back after a transient failure, or while "
+                        "another worker holds its claim (default 30)")
     q.add_argument("--accept", default="json", help="output format of the .out object (default json)")
     q.add_argument("--endpoint-url", help="S3/SQS/SNS endpoint (default: AWS_ENDPOINT_URL or AWS)")
     q.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION)")
@@ -97,14 +100,18 @@ def cmd_worker(args) -> int:
             logger.error("%s", exc)
             return 2
         if args.watch:
-            FolderWorker(FolderSettings(Path(args.watch), formats=formats, poll_interval=args.poll_interval,
-                                        settle=args.settle, options=options), processor).run()
+            try:
+                FolderWorker(FolderSettings(Path(args.watch), formats=formats, poll_interval=args.poll_interval,
+                                            settle=args.settle, options=options), processor).run()
+            except DiarkitError as exc:  # e.g. a read-only or full output folder, found at start
+                logger.error("%s", exc)
+                return 2
             return 0
         worker = QueueWorker(QueueSettings(
             queue_url=args.queue_url, output_path=args.output, failure_path=args.failure,
             success_topic=args.success_topic, error_topic=args.error_topic, endpoint_name=args.endpoint_name,
             visibility_timeout=args.visibility_timeout, heartbeat_interval=args.heartbeat,
-            wait_time=args.wait_time, accept=args.accept, options=options, tmp_dir=args.tmp_dir,
+            wait_time=args.wait_time, retry_delay=args.retry_delay, accept=args.accept, options=options, tmp_dir=args.tmp_dir,
         ), processor, session=_session(args.region), endpoint_url=args.endpoint_url)
         try:
             worker.check()

@@ -3,6 +3,11 @@
 ``DIR/failed/<name>`` + ``<name>.error.json``. A file being processed sits in
 ``DIR/.processing/<worker>/``, whose lock dies with its worker: a restarted worker puts
 files left there by a killed one back into ``input/``.
+
+No input can stop the worker: a file whose name is not UTF-8 or very long, a symbolic
+link, or a failure while reporting ends in ``failed/`` and the worker goes on. Nothing is
+replaced: ``done/``, ``failed/`` and ``output/`` names get ``.N`` when taken
+(``diarkit.worker.files``). The output folders are checked for writing at start.
 """
 
 from __future__ import annotations
@@ -11,17 +16,19 @@ import fcntl
 import logging
 import os
 import socket
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diarkit.errors import DiarkitError
+from diarkit.errors import DiarkitError, MediaError, OutputError
 from diarkit.request import RequestOptions
 from diarkit.worker.common import Shutdown, classify, error_document
+from diarkit.worker.files import display_name, move_unique, safe_stem, write_results
 from diarkit.worker.processors import Processor, TransientError
 from diarkit.worker.s3events import content_type_for
-from diarkit.writers import atomic_write_text, write_outputs
+from diarkit.writers import atomic_write_text, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +51,13 @@ class FolderWorker:
         self.failed, self.done, self.processing = root / "failed", root / "done", root / ".processing"
         self.claims: Path | None = None
         self._lock_fd: int | None = None
+        self._skipped: set[str] = set()  # names already logged as skipped
 
     def start(self) -> None:
         for folder in (self.input, self.output, self.failed, self.done, self.processing):
             folder.mkdir(parents=True, exist_ok=True)
+        for folder in (self.output, self.failed, self.done):
+            check_output_dir(folder)  # read-only or full: say so now, not after a transcription
         self.recover()
         claims = self.processing / f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         claims.mkdir()
@@ -116,25 +126,40 @@ class FolderWorker:
             try:
                 self.process(claimed)
             except Shutdown:
-                if claimed.exists():
+                if os.path.lexists(claimed):
                     self._move_back(claimed)
-                    logger.warning("stopping: %s is back in input/", claimed.name)
+                    logger.warning("stopping: %s is back in input/", display_name(claimed.name))
                 raise
+            except Exception:  # noqa: BLE001 - even reporting failed: the file must not come back
+                logger.exception("could not finish %s; it stays in %s", display_name(claimed.name), claimed.parent)
         return taken
 
     def next_ready(self) -> Path | None:
         newest = time.time() - self.settings.settle
         ready = []
         for path in self.input.iterdir():
-            if path.name.startswith(".") or not path.is_file():
-                continue  # hidden names are copies in progress by convention
             try:
-                mtime = path.stat().st_mtime
+                info = path.lstat()
             except FileNotFoundError:
                 continue
+            if path.name.startswith("."):
+                self._skip(path, "hidden names are taken as copies in progress; rename it when complete")
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                self._skip(path, "folders are not watched; put the files themselves into input/")
+                continue
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+                self._skip(path, "not a regular file")
+                continue
+            mtime = info.st_mtime  # a link is taken as it is, and refused in process()
             if mtime <= newest:
                 ready.append((mtime, path.name, path))
         return min(ready)[2] if ready else None
+
+    def _skip(self, path: Path, why: str) -> None:
+        if path.name not in self._skipped:
+            self._skipped.add(path.name)
+            logger.info("skipping %s: %s", display_name(str(path)), why)
 
     def claim(self, path: Path) -> Path | None:
         target = self.claims / path.name
@@ -146,34 +171,58 @@ class FolderWorker:
 
     def process(self, claimed: Path) -> str:
         name = claimed.name
-        logger.info("processing %s", self.input / name)
+        shown = display_name(name)
+        logger.info("processing %s", display_name(str(self.input / name)))
         try:
-            result = self.processor(claimed, uri=Path(name).stem, content_type=content_type_for(name),
+            self._check_regular(claimed, shown)
+            result = self.processor(claimed, uri=display_name(Path(name).stem), content_type=content_type_for(name),
                                     options=self.settings.options)
         except TransientError as exc:
-            logger.error("%s: %s; retrying in %.0f s", name, exc, self.settings.retry_delay)
+            logger.error("%s: %s; retrying in %.0f s", shown, exc, self.settings.retry_delay)
             self._move_back(claimed)
             time.sleep(self.settings.retry_delay)
             return "retry"
         except Exception as exc:  # noqa: BLE001 - the file failed: report it and go on
             if not isinstance(exc, DiarkitError):
-                logger.exception("unexpected failure on %s", name)
-            kind, message, status = classify(exc, claimed, name)
-            atomic_write_text(self.failed / f"{name}.error.json",
-                              error_document(kind, message, status, input=name))
-            os.replace(claimed, self.failed / name)
-            logger.error("failed %s: %s", name, message)
-            return "failed"
-        written = write_outputs(result, self.output, self.settings.formats, stem=Path(name).stem)
-        os.replace(claimed, self.done / name)
-        logger.info("completed %s -> %s (%d speakers)", name, ", ".join(p.name for p in written),
-                    result.num_speakers)
+                logger.exception("unexpected failure on %s", shown)
+            return self._fail(claimed, shown, exc)
+        try:
+            written = write_results(result, self.output, Path(name).stem, self.settings.formats)
+        except OutputError as exc:  # the folder's fault, not the file's: keep the input, retry later
+            logger.error("%s: %s; %s is back in input/, retrying in %.0f s", shown, exc, shown,
+                         self.settings.retry_delay)
+            self._move_back(claimed)
+            time.sleep(self.settings.retry_delay)
+            return "retry"
+        stored = move_unique(claimed, self.done)
+        logger.info("completed %s -> %s (%d speakers; input now done/%s)", shown,
+                    ", ".join(p.name for p in written), result.num_speakers, display_name(stored.name))
         return "completed"
 
+    def _check_regular(self, claimed: Path, shown: str) -> None:
+        """Symbolic links are refused: one could make the worker read any file of the machine."""
+        if not claimed.is_symlink():
+            return
+        target = os.readlink(claimed)
+        inside = Path(os.path.normpath(self.input / target)).is_relative_to(self.input)
+        where = "a file in input/" if inside else "a path outside input/"
+        raise MediaError(f"is a symbolic link to {where}; links are not followed", path=str(claimed),
+                         hint="copy or move the file itself into input/")
+
+    def _fail(self, claimed: Path, shown: str, exc: Exception) -> str:
+        """Move the input to failed/ (under a free name), then write its report next to it."""
+        kind, message, status = classify(exc, claimed, shown)
+        message = message.encode("utf-8", "replace").decode("utf-8")  # names that are not UTF-8
+        stored = move_unique(claimed, self.failed)
+        stored_name = stored.name
+        report = self.failed / f"{stored_name}.error.json"
+        if display_name(stored_name) != stored_name or len(os.fsencode(report.name)) > 255:
+            report = self.failed / f"{safe_stem(stored_name)}.error.json"
+        atomic_write_text(report, error_document(kind, message, status, input=shown,
+                                                 stored_as=display_name(stored_name)))
+        logger.error("failed %s: %s (report: failed/%s)", shown, message, report.name)
+        return "failed"
+
     def _move_back(self, path: Path) -> None:
-        target = self.input / path.name
-        counter = 1
-        while target.exists():  # never overwrite a newer drop with the same name
-            target = self.input / f"{Path(path.name).stem}.{counter}{Path(path.name).suffix}"
-            counter += 1
-        os.rename(path, target)
+        """Back into input/; a newer drop with the same name is never replaced."""
+        move_unique(path, self.input)

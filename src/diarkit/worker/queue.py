@@ -23,6 +23,7 @@ from typing import Any
 
 from diarkit.errors import DiarkitError, InputNotFoundError
 from diarkit.request import RequestOptions
+from diarkit.worker.claims import Claim, ClaimedElsewhere, ClaimStore
 from diarkit.worker.common import Shutdown, classify, error_document
 from diarkit.worker.notifications import failure_message, success_message
 from diarkit.worker.processors import Processor, TransientError
@@ -58,9 +59,10 @@ class QueueSettings:
 class VisibilityHeartbeat:
     """Keeps an SQS message invisible while its file is processed (else SQS redelivers it mid-work)."""
 
-    def __init__(self, sqs, queue_url: str, receipt: str, timeout: int, interval: float):
+    def __init__(self, sqs, queue_url: str, receipt: str, timeout: int, interval: float, worker=None):
         self.sqs, self.queue_url, self.receipt = sqs, queue_url, receipt
         self.timeout, self.interval = timeout, interval
+        self.worker = worker  # its claim in hand is renewed with each beat
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="visibility-heartbeat", daemon=True)
 
@@ -81,6 +83,9 @@ class VisibilityHeartbeat:
                 logger.info("extended message visibility by %d s", self.timeout)
             except Exception as exc:  # noqa: BLE001 - the next beat may succeed; the work goes on
                 logger.warning("could not extend message visibility: %s", exc)
+            claim = getattr(self.worker, "claim", None)
+            if claim is not None:
+                claim.renew()
 
 
 class QueueWorker:
@@ -102,6 +107,9 @@ class QueueWorker:
         # a ``format`` custom attribute wins over --accept, as in `diarkit serve`
         self._delivery = "1"  # ApproximateReceiveCount of the message in hand, for the log
         self.accept_format = settings.options.format or parse_formats(settings.accept)[0]
+        # the claim lasts as long as the message stays hidden, and is renewed with it
+        self.claims = ClaimStore(self.s3, self.output[0], self.output[1], lease=settings.visibility_timeout)
+        self.claim: Claim | None = None
 
     def check(self) -> None:
         """Fail at start, not at the first message, when the queue is wrong."""
@@ -121,16 +129,20 @@ class QueueWorker:
                 time.sleep(5)
                 continue
             for message in response.get("Messages", []):
-                self.handle(message)
+                try:
+                    self.handle(message)
+                except Exception:  # noqa: BLE001 - last resort: log it; the queue redelivers or dead-letters it
+                    logger.exception("message %s could not be handled; left to the queue's redrive policy",
+                                     message.get("MessageId"))
                 handled += 1
 
     def handle(self, message: dict[str, Any]) -> None:
         receipt = message["ReceiptHandle"]
         try:
             parsed = parse_message(message["Body"])
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.error("message %s is not an S3 event notification (%s): deleted",
-                         message.get("MessageId"), exc)
+        except Exception as exc:  # noqa: BLE001 - a poison message must never stop the worker
+            logger.error("message %s is not an S3 event notification (%s: %s): deleted",
+                         message.get("MessageId"), type(exc).__name__, exc)
             self._delete(receipt)
             return
         if parsed.test_event:
@@ -139,7 +151,7 @@ class QueueWorker:
             return
         self._delivery = message.get("Attributes", {}).get("ApproximateReceiveCount", "1")
         heartbeat = VisibilityHeartbeat(self.sqs, self.settings.queue_url, receipt,
-                                        self.settings.visibility_timeout, self.settings.heartbeat).start()
+                                        self.settings.visibility_timeout, self.settings.heartbeat, self).start()
         try:
             for obj in parsed.objects:
                 self.process(obj)
@@ -148,6 +160,12 @@ class QueueWorker:
             self._release(receipt, 0)
             logger.warning("stopping: the message in flight is back in the queue")
             raise
+        except ClaimedElsewhere as exc:
+            heartbeat.stop()
+            logger.info("another worker is running it (%s): the message is back in the queue for %d s",
+                        exc, self.settings.retry_delay)
+            self._release(receipt, self.settings.retry_delay)
+            return
         except Exception as exc:  # noqa: BLE001 - transient (S3, SNS, server down): retry later
             heartbeat.stop()
             logger.error("%s; the message will be retried in %d s", exc, self.settings.retry_delay)
@@ -175,6 +193,17 @@ class QueueWorker:
         if self._exists(*output) or self._exists(*failure):
             logger.info("%s already processed (inference %s): skipped", obj.uri, inference_id)
             return "duplicate"
+        self.claim = self.claims.acquire(inference_id, obj.uri)  # ClaimedElsewhere: another worker has it
+        try:
+            if self._exists(*output) or self._exists(*failure):  # finished between our check and our claim
+                logger.info("%s already processed (inference %s): skipped", obj.uri, inference_id)
+                return "duplicate"
+            return self._run(obj, inference_id, output, failure)
+        finally:
+            claim, self.claim = self.claim, None
+            claim.release()
+
+    def _run(self, obj: S3Object, inference_id: str, output: tuple[str, str], failure: tuple[str, str]) -> str:
         received = datetime.now(timezone.utc)
         logger.info("processing %s (inference %s, delivery %s)", obj.uri, inference_id, self._delivery)
         content_type = content_type_for(obj.key)

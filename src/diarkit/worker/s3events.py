@@ -110,19 +110,43 @@ def parse_message(body: str | dict[str, Any]) -> ParsedMessage:
     if not isinstance(records, list):
         raise ValueError("not an S3 event notification (no Records)")
     parsed = ParsedMessage()
-    for record in records:
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"record {index} is not an object")
         name = str(record.get("eventName", ""))
         if record.get("eventSource") != "aws:s3" or not name.startswith("ObjectCreated:"):
             parsed.ignored.append(name or "?")
             continue
-        s3 = record["s3"]
-        obj = s3["object"]
+        s3 = _mapping(record, "s3", index)
+        obj = _mapping(s3, "object", index)
         parsed.objects.append(S3Object(
-            bucket=s3["bucket"]["name"], key=unquote_plus(obj["key"]),
-            etag=str(obj.get("eTag", "")).strip('"'), version_id=obj.get("versionId") or None,
-            size=obj.get("size"),
+            bucket=_text(_mapping(s3, "bucket", index), "name", index), key=unquote_plus(_text(obj, "key", index)),
+            etag=str(obj.get("eTag", "")).strip('"'), version_id=_optional_text(obj.get("versionId")),
+            size=_size(obj.get("size")),
         ))
     return parsed
+
+
+def _mapping(data: dict[str, Any], name: str, index: int) -> dict[str, Any]:
+    value = data.get(name)
+    if not isinstance(value, dict):
+        raise ValueError(f"record {index}: {name} is not an object")
+    return value
+
+
+def _text(data: dict[str, Any], name: str, index: int) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"record {index}: {name} is not a non-empty string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _size(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _parse_eventbridge(data: dict[str, Any]) -> ParsedMessage:
@@ -130,10 +154,11 @@ def _parse_eventbridge(data: dict[str, Any]) -> ParsedMessage:
     if data.get("detail-type") != "Object Created":
         return ParsedMessage(ignored=[str(data.get("detail-type"))])
     detail = data["detail"]
-    obj = detail["object"]
+    obj = _mapping(detail, "object", 0)
     return ParsedMessage(objects=[S3Object(
-        bucket=detail["bucket"]["name"], key=obj["key"], etag=str(obj.get("etag", "")).strip('"'),
-        version_id=obj.get("version-id") or None, size=obj.get("size"),
+        bucket=_text(_mapping(detail, "bucket", 0), "name", 0), key=_text(obj, "key", 0),
+        etag=str(obj.get("etag", "")).strip('"'), version_id=_optional_text(obj.get("version-id")),
+        size=_size(obj.get("size")),
     )])
 
 
