@@ -14,13 +14,14 @@ from diarkit.errors import DiarkitError, OptionsError
 from diarkit.models.manifest import DEFAULT_MODEL_DIR
 from diarkit.request import RequestOptions
 from diarkit.serving import command as serve_command
+from diarkit.voices import command as voices_command
 from diarkit.worker import command as worker_command
 from diarkit.writers import RENDERERS, parse_formats, write_outputs
 
 #: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
 #: ``handler`` (a function of the parsed args returning the exit status) and imports
 #: its heavy dependencies only when it runs.
-SUBCOMMANDS = (serve_command, worker_command)
+SUBCOMMANDS = (serve_command, worker_command, voices_command)
 
 
 def _add_transcribe(sub) -> None:
@@ -34,6 +35,7 @@ def _add_transcribe(sub) -> None:
     p.add_argument("--min-speakers", type=int, help="at least this many speakers")
     p.add_argument("--max-speakers", type=int, help="at most this many speakers")
     p.add_argument("--language", help="language code (default: the model's, or detected)")
+    p.add_argument("--voices", metavar="LIB", help="voice library (folder or s3://...) naming known speakers")
     p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="model directory (default: model/)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary and errors")
@@ -68,7 +70,8 @@ def cmd_transcribe(args) -> int:
     try:
         formats = parse_formats(args.formats)
         options = RequestOptions.from_flags(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
-                                            max_speakers=args.max_speakers, language=args.language)
+                                            max_speakers=args.max_speakers, language=args.language,
+                                            voices=args.voices)
     except OptionsError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2

@@ -34,6 +34,7 @@ from diarkit.models.registry import LoadContext  # noqa: E402
 from diarkit.request import RequestOptions  # noqa: E402
 from diarkit.result import TranscriptResult  # noqa: E402
 from diarkit.vad import speech_chunks  # noqa: E402
+from diarkit.voices.naming import VoiceNamer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class DiarkitPipeline:
             else:
                 self.aligner = WhisperAligner(self.transcriber, batch_size=self.options.batch_size)
             self.load_seconds = time.perf_counter() - started
+        self.voices = VoiceNamer(model_dir, self.encoder)  # caches the voice libraries requests name
         logger.info("models loaded from %s on %s in %.1f s (%d CPU threads)", model_dir.root, self.device,
                     self.load_seconds, threads)
 
@@ -152,9 +154,13 @@ class DiarkitPipeline:
             segments = build_segments(words)
             speakers = speaker_summary(diarization.turns, words)
 
-        return TranscriptResult(
+        result = TranscriptResult(
             uri=uri, duration=duration, language=language, segments=segments,
             turns=diarization.turns, speakers=speakers, models=self.describe_models(),
             timings=timings, options={k: v for k, v in options.speaker_hints.items() if v is not None},
             warnings=diarization.warnings,
         )
+        if options.voices:
+            with stage("voices"):  # speakers named from a voice library (diarkit.voices)
+                self.voices(result, samples, options.voices)
+        return result

@@ -31,6 +31,8 @@ class RequestOptions:
     language: str | None = None
     #: the one format of an answer (HTTP reply, the queue worker's ``.out`` object)
     format: str | None = None
+    #: a voice library (folder or s3:// prefix) whose voices name the speakers (diarkit.voices)
+    voices: str | None = None
 
     def __post_init__(self):
         for name in ("num_speakers", "min_speakers", "max_speakers"):
@@ -51,6 +53,9 @@ class RequestOptions:
             if len(formats) != 1:
                 raise OptionsError(f"format must name one format, not {self.format!r}")
             object.__setattr__(self, "format", formats[0])
+        if self.voices is not None and (not isinstance(self.voices, str) or not self.voices.strip()
+                                        or self.voices.startswith("s3://") and len(self.voices.strip("/")) <= 4):
+            raise OptionsError(f"voices must be a folder or an s3://bucket/prefix/ URI, not {self.voices!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -116,10 +121,11 @@ class RequestOptions:
     @classmethod
     def from_flags(cls, *, num_speakers: int | None = None, min_speakers: int | None = None,
                    max_speakers: int | None = None, language: str | None = None,
-                   custom_attributes: str | None = None) -> "RequestOptions":
+                   custom_attributes: str | None = None, voices: str | None = None) -> "RequestOptions":
         """Command-line flags, over a custom-attributes string (the flags win)."""
         flags = cls.from_mapping({"num_speakers": num_speakers, "min_speakers": min_speakers,
-                                  "max_speakers": max_speakers, "language": language}, source="the flags")
+                                  "max_speakers": max_speakers, "language": language, "voices": voices},
+                                 source="the flags")
         return cls.from_custom_attributes(custom_attributes).merged(flags)
 
     def merged(self, override: "RequestOptions") -> "RequestOptions":
