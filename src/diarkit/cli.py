@@ -80,6 +80,8 @@ def cmd_transcribe(args) -> int:
         from diarkit.pipeline import DiarkitPipeline
 
         pipeline = DiarkitPipeline.from_model_dir(args.model_dir, device=args.device)
+        if options.voices:  # a missing or foreign voice library fails once, before any file
+            pipeline.voices.libraries.get(options.voices)
     except DiarkitError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2
