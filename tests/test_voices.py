@@ -252,3 +252,49 @@ def test_s3_library_is_read_once_until_it_changes(library, moto_endpoint, model_
     assert cache.get(location).names == ["ALICE", "BOB"] and cache.reads == 2
     assert cli.main(["voices", "list", location]) == 0
     assert "ALICE" in capsys.readouterr().out
+
+
+def test_queue_worker_names_speakers_from_an_s3_library(library, episode, moto_endpoint, model_dir):
+    """Acceptance: a library in S3 (moto), used by the queue worker through custom attributes."""
+    import os
+    import uuid
+    from types import SimpleNamespace
+
+    import boto3
+
+    from conftest import REPO
+    from test_worker_e2e import Process, notification, upload
+
+    tag = uuid.uuid4().hex[:8]
+    s3, sqs, sns = (boto3.client(n, endpoint_url=moto_endpoint) for n in ("s3", "sqs", "sns"))
+    bucket = f"dk-voices-{tag}"
+    s3.create_bucket(Bucket=bucket)
+    for path in library.glob("*.voice.json"):
+        s3.upload_file(str(path), bucket, f"voices/series-1/{path.name}")
+
+    def queue(name: str) -> tuple[str, str]:
+        url = sqs.create_queue(QueueName=f"{name}-{tag}")["QueueUrl"]
+        return url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    jobs, jobs_arn = queue("dkv-jobs")
+    notes, notes_arn = queue("dkv-notes")
+    topic = sns.create_topic(Name=f"dkv-done-{tag}")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=notes_arn)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
+        {"QueueArn": jobs_arn, "Events": ["s3:ObjectCreated:*"],
+         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "input/"}]}}}]})
+    stack = SimpleNamespace(s3=s3, sqs=sqs, bucket=bucket, jobs=jobs, notes=notes, received=[])
+    env = dict(os.environ, AWS_ENDPOINT_URL=moto_endpoint, PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO / "src"))
+    worker = Process(["worker", "--queue-url", jobs, "--output", f"s3://{bucket}/output/", "--success-topic", topic,
+                      "--error-topic", topic, "--wait-time", "1", "--model-dir", str(model_dir), "--device", "cpu",
+                      "--custom-attributes", f"voices=s3://{bucket}/voices/series-1/;format=rttm"], env, "voices")
+    try:
+        inference = upload(stack, episode[0], "input/episode 2.wav")
+        note = notification(stack, inference, timeout=600)
+        assert note["invocationStatus"] == "Completed", note
+        rttm = s3.get_object(Bucket=bucket, Key=f"output/{inference}.out")["Body"].read().decode()
+        named = {line.split()[7] for line in rttm.splitlines()}
+        assert set(ENROLLED) <= named and any(LABEL.match(label) for label in named), named
+        assert worker.count("voice library s3://") == 1  # read once
+    finally:
+        worker.stop()
