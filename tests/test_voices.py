@@ -298,3 +298,36 @@ def test_queue_worker_names_speakers_from_an_s3_library(library, episode, moto_e
         assert worker.count("voice library s3://") == 1  # read once
     finally:
         worker.stop()
+
+
+def test_serve_takes_the_library_from_the_json_body_and_refuses_a_missing_one(library, episode, model_dir):
+    """`diarkit serve`: options.voices in the JSON envelope; a missing library is a 400 voice_library."""
+    import base64
+    import os
+    import urllib.error
+    import urllib.request
+
+    from test_worker_e2e import Process, free_port
+    from diarkit.worker.processors import HttpProcessor
+
+    port = free_port()
+    server = Process(["serve", "--host", "127.0.0.1", "--port", str(port), "--model-dir", str(model_dir),
+                      "--device", "cpu", "--graceful-timeout", "1"], dict(os.environ), "serve")
+    url = f"http://127.0.0.1:{port}/invocations"
+    try:
+        HttpProcessor(f"http://127.0.0.1:{port}").wait_ready(timeout=300, interval=0.5)
+        body = json.dumps({"audio_base64": base64.b64encode(episode[0].read_bytes()).decode(),
+                           "options": {"voices": str(library), "format": "rttm"}}).encode()
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=600) as response:
+            rttm = response.read().decode()
+        assert set(ENROLLED) <= {line.split()[7] for line in rttm.splitlines()}
+        request = urllib.request.Request(url, data=episode[0].read_bytes(), headers={
+            "Content-Type": "audio/wav", "X-Amzn-SageMaker-Custom-Attributes": "voices=/nonexistent/lib"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=600)
+        error = json.loads(refused.value.read())
+        assert refused.value.code == 400 and error["error"] == "voice_library"
+        assert "/nonexistent/lib" in json.dumps(error) and "not found" in json.dumps(error)
+    finally:
+        server.stop()

@@ -187,7 +187,7 @@ def cmd_add_from(args) -> int:
         try:
             result = TranscriptResult.from_dict(json.loads(result_path.read_text("utf-8")))
         except FileNotFoundError:
-            raise OptionsError("result file not found", ) from None
+            raise OptionsError("result file not found", path=str(result_path)) from None
         except (ValueError, KeyError, TypeError) as exc:
             raise OptionsError(f"not a diarkit JSON result ({exc})", hint="pass the .json that "
                                "diarkit transcribe wrote") from None
