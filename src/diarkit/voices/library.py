@@ -39,6 +39,10 @@ class VoiceLibraryError(DiarkitError):
     status = 400
     kind = "voice_library"
 
+    def __init__(self, message: str, *, path: str | None = None, hint: str | None = None):
+        # the location is the user's own (not a spooled temporary file): servers show it too
+        super().__init__(f"{path}: {message}" if path else message, hint=hint)
+
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or _DIARIZATION_LABEL.match(name):
