@@ -1,4 +1,4 @@
-"""``python -m eval {score,run,simulate,music,bench,floor}``: command line of the evaluation tools.
+"""``python -m eval {score,run,simulate,music,bench,floor,subtitles,voices}``: command line of the evaluation tools.
 
 Exit codes: 0 ok, 1 some files failed in ``run``, 2 bad input (malformed file, missing data).
 """
@@ -138,6 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     from .subtitle_check import add_arguments as _subtitle_arguments
 
     _subtitle_arguments(subs)
+    voices = sub.add_parser(
+        "voices", help="a simulated series named from a voice library (naming rates, DER with names)",
+        description="Enroll some LibriSpeech voices of one speaker fold, build episodes from their other "
+                    "utterances plus never-enrolled voices, run diarkit and its voice naming, and report per "
+                    "episode and overall: enrolled speech named correctly, never-enrolled speakers named, DER "
+                    "with and without names, and the threshold sweep (report.md, report.json, PNG).")
+    voices.add_argument("--data", default="../shared/data/librispeech-test-other")
+    voices.add_argument("--out", required=True, metavar="DIR")
+    voices.add_argument("--fold", choices=["dev", "test"], default="dev",
+                        help="dev: even-position speakers (threshold chosen here); test: odd (held out)")
+    voices.add_argument("--num-episodes", type=int, default=8)
+    voices.add_argument("--enrolled", type=int, default=3, help="voices enrolled per fold (the rest never are)")
+    voices.add_argument("--enroll-utterances", type=int, default=3, help="utterances per enrolled voice")
+    voices.add_argument("--turns", type=int, default=10, help="turns per episode")
+    voices.add_argument("--seed", type=int, help="episode seed (default: 0 for dev, 1 for test)")
+    voices.add_argument("--model-dir", default="model")
+    voices.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    voices.add_argument("--rescore", metavar="SCORES_JSON",
+                        help="no models: re-make the report from a run's scores.json at --threshold")
+    voices.add_argument("--threshold", type=float, help="with --rescore (default: the shipped threshold)")
     return parser
 
 
@@ -232,6 +252,23 @@ def cmd_floor(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_voices(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .voices import evaluate, run_voices, verdicts
+
+    if args.rescore:
+        from diarkit.voices.match import THRESHOLD
+
+        report = evaluate(Path(args.rescore), Path(args.out), threshold=args.threshold or THRESHOLD)
+    else:
+        report = run_voices(data=args.data, out=args.out, fold=args.fold, num_episodes=args.num_episodes,
+                            enrolled=args.enrolled, enroll_utterances=args.enroll_utterances, turns=args.turns,
+                            seed=args.seed, model_dir=args.model_dir, device=args.device)
+    print((Path(args.out) / "report.md").read_text("utf-8").split("Threshold sweep")[0].rstrip())
+    return 0 if all(ok for _, ok, _ in verdicts(report["overall"])) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
@@ -241,11 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     from .bench import BenchError
     from .simulate import SimulationError
     from .music import MusicError
+    from .voices import VoicesEvalError
 
     try:
         return {"score": cmd_score, "run": cmd_run, "simulate": cmd_simulate, "music": cmd_music,
-                "bench": cmd_bench, "floor": cmd_floor, "subtitles": cmd_subtitles}[args.command](args)
-    except (ReaderError, RunError, SimulationError, BenchError, MusicError) as exc:
+                "bench": cmd_bench, "floor": cmd_floor, "subtitles": cmd_subtitles,
+                "voices": cmd_voices}[args.command](args)
+    except (ReaderError, RunError, SimulationError, BenchError, MusicError, VoicesEvalError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -16,13 +16,14 @@ from diarkit.request import RequestOptions
 from diarkit import subtitles_command
 from diarkit.review import command as review_command
 from diarkit.serving import command as serve_command
+from diarkit.voices import command as voices_command
 from diarkit.worker import command as worker_command
 from diarkit.writers import RENDERERS, check_output_dir, parse_formats, write_outputs
 
 #: modules that add a subcommand with ``add_subcommand(subparsers)``; each sets
 #: ``handler`` (a function of the parsed args returning the exit status) and imports
 #: its heavy dependencies only when it runs.
-SUBCOMMANDS = (serve_command, worker_command, subtitles_command, review_command)
+SUBCOMMANDS = (serve_command, worker_command, subtitles_command, review_command, voices_command)
 
 
 def _add_transcribe(sub) -> None:
@@ -39,6 +40,7 @@ def _add_transcribe(sub) -> None:
     p.add_argument("--frame-rate", help="subtitle/timecode frame rate: 23.976, 24, 25, 29.97, 29.97df, 30 "
                                         "(default: the video's, else 25)")
     p.add_argument("--subtitle-rules", help="subtitle rules profile (default: streaming-en)")
+    p.add_argument("--voices", metavar="LIB", help="voice library (folder or s3://...) naming known speakers")
     p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="model directory (default: model/)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary and errors")
@@ -74,7 +76,8 @@ def cmd_transcribe(args) -> int:
         formats = parse_formats(args.formats)
         options = RequestOptions.from_flags(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                                             max_speakers=args.max_speakers, language=args.language,
-                                            frame_rate=args.frame_rate, subtitle_rules=args.subtitle_rules)
+                                            frame_rate=args.frame_rate, subtitle_rules=args.subtitle_rules,
+                                            voices=args.voices)
     except OptionsError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2
@@ -88,6 +91,8 @@ def cmd_transcribe(args) -> int:
         from diarkit.pipeline import DiarkitPipeline
 
         pipeline = DiarkitPipeline.from_model_dir(args.model_dir, device=args.device)
+        if options.voices:  # a missing or foreign voice library fails once, before any file
+            pipeline.voices.libraries.get(options.voices)
     except DiarkitError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2

@@ -38,6 +38,7 @@ from diarkit.speech import SpeechGate, SpeechGateOptions  # noqa: E402
 from diarkit.subtitles import build_events, get_rules  # noqa: E402
 from diarkit.timecode import FrameRate  # noqa: E402
 from diarkit.vad import speech_chunks  # noqa: E402
+from diarkit.voices.naming import VoiceNamer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class DiarkitPipeline:
             else:
                 self.aligner = WhisperAligner(self.transcriber, batch_size=batch_size)
             self.load_seconds = time.perf_counter() - started
+        self.voices = VoiceNamer(model_dir, self.encoder)  # caches the voice libraries requests name
         logger.info("models loaded from %s on %s in %.1f s (%d CPU threads)", model_dir.root, self.device,
                     self.load_seconds, threads)
 
@@ -207,10 +209,14 @@ class DiarkitPipeline:
                 for note in build_events(words, frame_rate, options.subtitle_rules, duration=duration,
                                          speaker_labels=labels).warnings))
 
-        return TranscriptResult(
+        result = TranscriptResult(
             uri=uri, duration=duration, language=language, segments=segments,
             turns=diarization.turns, speakers=speakers, models=self.describe_models(),
             timings=timings, options={k: v for k, v in options.speaker_hints.items() if v is not None},
             warnings=diarization.warnings + subtitle_notes,
             frame_rate=FrameRate.parse(frame_rate).name, subtitle_rules=get_rules(options.subtitle_rules).name,
         )
+        if options.voices:
+            with stage("voices"):  # speakers named from a voice library (diarkit.voices)
+                self.voices(result, samples, options.voices)
+        return result

@@ -37,6 +37,8 @@ class RequestOptions:
     frame_rate: str | None = None
     #: subtitle rules profile (diarkit.subtitles.RULES); None: the default
     subtitle_rules: str | None = None
+    #: a voice library (folder or s3:// prefix) whose voices name the speakers (diarkit.voices)
+    voices: str | None = None
 
     def __post_init__(self):
         for name in ("num_speakers", "min_speakers", "max_speakers"):
@@ -61,6 +63,9 @@ class RequestOptions:
             object.__setattr__(self, "frame_rate", FrameRate.parse(self.frame_rate).name)
         if self.subtitle_rules is not None:
             object.__setattr__(self, "subtitle_rules", get_rules(self.subtitle_rules).name)
+        if self.voices is not None and (not isinstance(self.voices, str) or not self.voices.strip()
+                                        or self.voices.startswith("s3://") and len(self.voices.strip("/")) <= 4):
+            raise OptionsError(f"voices must be a folder or an s3://bucket/prefix/ URI, not {self.voices!r}")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -127,11 +132,11 @@ class RequestOptions:
     def from_flags(cls, *, num_speakers: int | None = None, min_speakers: int | None = None,
                    max_speakers: int | None = None, language: str | None = None,
                    custom_attributes: str | None = None, frame_rate: str | None = None,
-                   subtitle_rules: str | None = None) -> "RequestOptions":
+                   subtitle_rules: str | None = None, voices: str | None = None) -> "RequestOptions":
         """Command-line flags, over a custom-attributes string (the flags win)."""
         flags = cls.from_mapping({"num_speakers": num_speakers, "min_speakers": min_speakers,
                                   "max_speakers": max_speakers, "language": language,
-                                  "frame_rate": frame_rate, "subtitle_rules": subtitle_rules},
+                                  "frame_rate": frame_rate, "subtitle_rules": subtitle_rules, "voices": voices},
                                  source="the flags")
         return cls.from_custom_attributes(custom_attributes).merged(flags)
 

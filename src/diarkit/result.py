@@ -44,6 +44,8 @@ class Speaker:
     label: str
     speaking_time: float
     words: int = 0
+    #: with a voice library: best match, score, the name given (diarkit.voices.match)
+    voice: dict[str, Any] | None = None
 
 
 @dataclass
@@ -78,7 +80,8 @@ class TranscriptResult:
             "duration": round(self.duration, 3),
             "language": self.language,
             "num_speakers": self.num_speakers,
-            "speakers": [asdict(s) for s in self.speakers],
+            "speakers": [{k: v for k, v in asdict(s).items() if k != "voice" or v is not None}
+                         for s in self.speakers],
             "segments": [asdict(s) for s in self.segments],
             "diarization": [asdict(t) for t in self.turns],
             "models": self.models,

@@ -27,6 +27,7 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("--min-speakers", type=int, help="at least this many speakers")
     p.add_argument("--max-speakers", type=int, help="at most this many speakers")
     p.add_argument("--language", help="language code")
+    p.add_argument("--voices", metavar="LIB", help="voice library (folder or s3://...) naming known speakers")
     p.add_argument("--custom-attributes", default="",
                    help="as SageMaker passes them, e.g. 'num_speakers=2;language=en'")
     q = p.add_argument_group("queue mode")
@@ -81,7 +82,7 @@ def cmd_worker(args) -> int:
     try:
         options = RequestOptions.from_flags(num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                                             max_speakers=args.max_speakers, language=args.language,
-                                            custom_attributes=args.custom_attributes)
+                                            custom_attributes=args.custom_attributes, voices=args.voices)
         formats = parse_formats(args.formats)
         if args.queue_url and not args.output:
             raise OptionsError("--output s3://bucket/prefix/ is required with --queue-url")
