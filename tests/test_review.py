@@ -306,9 +306,9 @@ def test_saves_log_edits_and_undos_and_a_reviewed_file_is_reviewed_in_place(samp
 
     try:
         assert save([rename])["files"] == ["sample.reviewed.json", "sample.reviewed.srt"]
-        assert "[DIANE]" in (folder / "sample.reviewed.srt").read_text()
+        assert "DIANE: " in (folder / "sample.reviewed.srt").read_text()
         assert save([])["speakers"] == ["SPEAKER_00", "SPEAKER_01"]  # everything undone
-        assert "[DIANE]" not in (folder / "sample.reviewed.srt").read_text()
+        assert "DIANE" not in (folder / "sample.reviewed.srt").read_text()
     finally:
         review.stop()
     log = [json.loads(line) for line in (folder / "sample.reviewed.edits.jsonl").read_text().splitlines()]
@@ -445,3 +445,25 @@ def test_a_sixty_minute_result_paints_fast(browser, tmp_path):
     # the 1 s target is read from this log line (README); the assertion only guards against a
     # page that stops painting progressively, with room for a busy machine
     assert timing["painted"] < 5000, message
+
+
+def test_named_speakers_join_the_voice_library_on_save(sample_files, model_dir, tmp_path):
+    """``--voices LIB``: a speaker a person named is enrolled from the corrected result on save."""
+    result_json, _, media = sample_files
+    library = tmp_path / "voices"
+    review = start_review(result_json, media, "--formats", "srt", "--voices", str(library),
+                          "--model-dir", str(model_dir))
+    rename = {"op": "rename", "speaker": "SPEAKER_00", "name": "DIANE", "at": "2026-11-28T01:00:00Z"}
+    try:
+        status, _, body = review.request("POST", "/api/save", json.dumps({"edits": [rename]}).encode(),
+                                         {"Content-Type": "application/json"})
+    finally:
+        review.stop()
+    assert status == 200, body
+    voices = json.loads(body)["voices"]
+    assert [v["name"] for v in voices["added"]] == ["DIANE"] and "error" not in voices, voices
+    entry = json.loads((library / "DIANE.voice.json").read_text())
+    assert entry["name"] == "DIANE" and entry["sources"][0]["speaker"] == "DIANE"
+    assert not (library / "SPEAKER_01.voice.json").exists()  # unnamed speakers are not enrolled
+    log = [json.loads(line) for line in (result_json.parent / "sample.reviewed.edits.jsonl").read_text().splitlines()]
+    assert log[-1]["event"] == "voices" and log[-1]["added"][0]["name"] == "DIANE"

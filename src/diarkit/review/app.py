@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import mimetypes
+import re
 import secrets
 import shutil
 import signal
@@ -35,7 +36,7 @@ from starlette.routing import Route
 
 from diarkit import audio
 from diarkit.compat import uvicorn
-from diarkit.errors import InputNotFoundError, OptionsError
+from diarkit.errors import DiarkitError, InputNotFoundError, OptionsError
 from diarkit.result import TranscriptResult
 from diarkit.review.edits import EditError, apply_edits, parse_edits
 from diarkit.writers import RENDERERS, parse_formats, write_outputs
@@ -74,6 +75,10 @@ class ReviewConfig:
     #: require a random token in every URL (always on when ``host`` is not loopback)
     token_required: bool = False
     formats: list[str] = field(default_factory=lambda: list(RENDERERS))
+    #: a voice library (folder or s3:// prefix): the speakers given a name are enrolled on save
+    voices: str | None = None
+    #: the model directory whose speaker encoder made (and reads) that library
+    model_dir: str = "model"
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -152,6 +157,7 @@ class ReviewSession:
         #: the edit list as last saved, to log only what changed since
         self.saved_edits: list[dict[str, Any]] = []
         self._save_lock = threading.Lock()
+        self._enroller = None  # the encoder for --voices, loaded at the first save that needs it
         if (self.out_dir / f"{self.out_stem}.json").exists() and self.out_stem != self.result_path.name[:-5]:
             logger.warning("%s exists and is replaced on save (review %s to continue it)",
                            self.out_dir / f"{self.out_stem}.json", self.out_dir / f"{self.out_stem}.json")
@@ -162,7 +168,7 @@ class ReviewSession:
             "name": self.result_path.name,
             "media": {"url": "media", "video": self.video, "type": self.media_type, "name": self.media_path.name},
             "output": {"stem": self.out_stem, "formats": self.config.formats, "log": self.log_path.name},
-            "voices": None,
+            "voices": self.config.voices,
         }
 
     def preview(self, edits_json: Any) -> TranscriptResult:
@@ -189,9 +195,36 @@ class ReviewSession:
             with open(self.log_path, "a", encoding="utf-8") as log:
                 log.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
             self.saved_edits = current
+            voices = self.enroll(corrected) if self.config.voices else None
+            if voices is not None:
+                with open(self.log_path, "a", encoding="utf-8") as log:
+                    log.write(json.dumps({"event": "voices", "saved_at": now, "library": self.config.voices,
+                                          **voices}, ensure_ascii=False) + "\n")
         logger.info("saved %d edit(s): %s", len(edits), ", ".join(p.name for p in written))
         return {"files": [p.name for p in written], "log": self.log_path.name, "edits": len(edits),
-                "saved_at": now, "speakers": [s.label for s in corrected.speakers]}
+                "saved_at": now, "speakers": [s.label for s in corrected.speakers], "voices": voices}
+
+    def enroll(self, corrected: TranscriptResult) -> dict[str, Any]:
+        """Add every speaker a person named (not SPEAKER_xx) to the voice library.
+
+        The corrected files are already written: a library problem is reported with the save,
+        it does not undo it."""
+        from diarkit.voices.command import Enroller, enroll_from_result
+        from diarkit.voices.library import check_name, open_store
+
+        named = {s.label: s.label for s in corrected.speakers if not re.fullmatch(r"SPEAKER_\d+", s.label)}
+        if not named:
+            return {"added": []}
+        try:
+            if self._enroller is None:
+                self._enroller = Enroller(self.config.model_dir)
+            pairs = {label: check_name(name) for label, name in named.items()}
+            added = enroll_from_result(open_store(self.config.voices), self._enroller, corrected,
+                                       self.result_path, self.media_path, pairs)
+        except DiarkitError as exc:
+            logger.warning("the voice library was not updated: %s", exc)
+            return {"added": [], "error": str(exc)}
+        return {"added": [{"name": name, "seconds": source["seconds"]} for name, _, source in added]}
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from diarkit.errors import DiarkitError
+from diarkit.models.manifest import DEFAULT_MODEL_DIR
 from diarkit.writers import RENDERERS
 
 logger = logging.getLogger("diarkit.review")
@@ -22,8 +23,9 @@ def add_subcommand(subparsers) -> None:
     p.add_argument("result", metavar="RESULT.json", help="the JSON that diarkit transcribe wrote")
     p.add_argument("--media", required=True, help="the audio or video file the result was made from")
     p.add_argument("--voices", metavar="LIB",
-                   help="voice library to add the named speakers to on save (needs diarkit voices; "
-                        "not available in this build)")
+                   help="voice library (folder or s3://...) to add the speakers you name to on save")
+    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR,
+                   help="model directory whose speaker encoder the voice library uses (default: model/)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other address requires a random "
                         "token in the URL)")
@@ -38,16 +40,18 @@ def add_subcommand(subparsers) -> None:
 
 def cmd_review(args: argparse.Namespace) -> int:
     logging.getLogger("diarkit").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    if args.voices:
-        # the voice library (issue 16) is built separately; this flag is wired when it lands
-        print("diarkit review: error: --voices needs the voice library (diarkit voices), which this build "
-              "does not have (run without --voices)", file=sys.stderr)
-        return 2
     from diarkit.review.app import ReviewConfig, run_review
 
     try:
+        # a library made with another encoder, or unreadable, fails now, not at save (a new folder is made then)
+        if args.voices and (args.voices.startswith("s3://") or Path(args.voices).expanduser().exists()):
+            from diarkit.models.manifest import ModelDirectory
+            from diarkit.voices.library import EmbeddingModel, load_library
+
+            load_library(args.voices, EmbeddingModel.of(ModelDirectory(args.model_dir)))
         config = ReviewConfig(result=Path(args.result), media=Path(args.media), host=args.host, port=args.port,
-                              token_required=args.token, formats=args.formats)
+                              token_required=args.token, formats=args.formats, voices=args.voices,
+                              model_dir=args.model_dir)
         return run_review(config, open_browser=args.open)
     except DiarkitError as exc:
         print(f"diarkit review: error: {exc}", file=sys.stderr)

@@ -162,14 +162,40 @@ def _find_media(result_path: Path, uri: str) -> Path:
     return candidates[0]
 
 
-def cmd_add_from(args) -> int:
-    _logging(args)
+def enroll_from_result(store, enroller: Enroller, result, result_path: Path, media: Path, pairs: dict[str, str], *,
+                       replace: bool = False) -> list[tuple]:
+    """Enroll the single-speaker speech of ``pairs`` (speaker label -> voice name) of a result.
+
+    Every speaker is checked before any voice is written; returns (name, entry, source) each.
+    ``diarkit voices add-from`` and ``diarkit review --voices`` (on save) both come here.
+    """
     from diarkit import audio as audio_io
     from diarkit.audio import SAMPLE_RATE
+    from diarkit.voices.library import VoiceLibraryError
+    from diarkit.voices.speech import MIN_SECONDS, pooled_embedding, single_speaker_masks
+
+    samples = audio_io.decode(media)
+    masks = single_speaker_masks(result.turns, samples.shape[0])
+    prepared = []
+    for label, name in pairs.items():
+        speech = samples[masks[label]]
+        embedding = pooled_embedding(enroller.encoder, speech)
+        if embedding is None:
+            raise VoiceLibraryError(
+                f"{label} has only {len(speech) / SAMPLE_RATE:.1f} s of single-speaker speech, "
+                f"{MIN_SECONDS:.0f} s at least are needed", path=str(result_path),
+                hint="enroll that voice from another episode or from clips")
+        prepared.append((name, embedding, {"kind": "result", "source": str(media), "result": str(result_path),
+                                           "speaker": label, "seconds": round(len(speech) / SAMPLE_RATE, 3)}))
+    return [(name, _save(store, name, enroller.model, [(embedding, source)], replace=replace), source)
+            for name, embedding, source in prepared]
+
+
+def cmd_add_from(args) -> int:
+    _logging(args)
     from diarkit.errors import OptionsError
     from diarkit.result import TranscriptResult
-    from diarkit.voices.library import VoiceLibraryError, check_name, open_store
-    from diarkit.voices.speech import MIN_SECONDS, pooled_embedding, single_speaker_masks
+    from diarkit.voices.library import check_name, open_store
 
     try:
         pairs: dict[str, str] = {}
@@ -199,21 +225,8 @@ def cmd_add_from(args) -> int:
         media = Path(args.media) if args.media else _find_media(result_path, result.uri)
         store = open_store(args.library)
         enroller = Enroller(args.model_dir, args.device)
-        samples = audio_io.decode(media)
-        masks = single_speaker_masks(result.turns, samples.shape[0])
-        prepared = []
-        for label, name in pairs.items():
-            speech = samples[masks[label]]
-            embedding = pooled_embedding(enroller.encoder, speech)
-            if embedding is None:
-                raise VoiceLibraryError(
-                    f"{label} has only {len(speech) / SAMPLE_RATE:.1f} s of single-speaker speech, "
-                    f"{MIN_SECONDS:.0f} s at least are needed", path=str(result_path),
-                    hint="enroll that voice from another episode or from clips")
-            prepared.append((name, embedding, {"kind": "result", "source": str(media), "result": str(result_path),
-                                               "speaker": label, "seconds": round(len(speech) / SAMPLE_RATE, 3)}))
-        for name, embedding, source in prepared:
-            entry = _save(store, name, enroller.model, [(embedding, source)], replace=args.replace)
+        for name, entry, source in enroll_from_result(store, enroller, result, result_path, media, pairs,
+                                                      replace=args.replace):
             print(f"{name}: from {source['speaker']}, {source['seconds']:.1f} s of speech; "
                   f"{len(entry.embeddings)} source(s) in all -> {store.describe(name)}")
     except (DiarkitError, OSError) as exc:
