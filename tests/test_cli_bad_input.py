@@ -103,3 +103,17 @@ def test_missing_model_directory_says_how_to_fetch(sample_wav, tmp_path):
     )
     assert proc.returncode == 2
     assert "fetch_models.py" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_inputs_with_the_same_stem_do_not_overwrite_each_other(model_dir, sample_wav, tmp_path):
+    """a.wav and a.mp3 in one batch: two results, each named after its own input."""
+    ffmpeg("-i", str(sample_wav), "-t", "4", str(tmp_path / "a.wav"))
+    ffmpeg("-i", str(sample_wav), "-t", "4", "-b:a", "64k", str(tmp_path / "a.mp3"))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "diarkit", "transcribe", str(tmp_path / "a.wav"), str(tmp_path / "a.mp3"),
+         "-o", str(out), "--model-dir", str(model_dir), "--formats", "json,srt", "--quiet"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp3.json", "a.mp3.srt", "a.wav.json", "a.wav.srt"]
+    assert json.loads((out / "a.wav.json").read_text())["duration"] == pytest.approx(4.0, abs=0.1)

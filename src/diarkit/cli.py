@@ -99,6 +99,7 @@ def cmd_transcribe(args) -> int:
 
     out_dir = Path(args.output_dir)
     rows, failures = [], []
+    stems = output_stems([Path(name) for name in args.inputs])
     for index, name in enumerate(args.inputs, 1):
         path = Path(name)
         if not args.quiet:
@@ -108,7 +109,7 @@ def cmd_transcribe(args) -> int:
         try:
             with progress or contextlib.nullcontext():
                 result = pipeline.transcribe(path, options=options, progress=update)
-            written = [p.name for p in write_outputs(result, out_dir, formats, stem=path.stem)]
+            written = [p.name for p in write_outputs(result, out_dir, formats, stem=stems[index - 1])]
         except DiarkitError as exc:
             failures.append((str(path), str(exc) if exc.path else f"{path}: {exc}"))
             errors.print(f"diarkit: error: {failures[-1][1]}", markup=False)
@@ -136,6 +137,15 @@ def cmd_transcribe(args) -> int:
             errors.print(f"  - {message}", markup=False)
         return 1
     return 0
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """Each input's output name: its stem, or stem.ext when another input of the batch has the
+    same stem (a.wav and a.mp3 must not both write a.json)."""
+    counts: dict[str, set[Path]] = {}
+    for path in paths:
+        counts.setdefault(path.stem, set()).add(path.resolve())
+    return [path.name if len(counts[path.stem]) > 1 else path.stem for path in paths]
 
 
 def build_parser() -> argparse.ArgumentParser:
