@@ -9,6 +9,7 @@ load time, GPU memory), checks that CTranslate2 runs float16 and that segmentati
 embedding and alignment models sit on the GPU, and transcribes the shipped 30 s sample.
 Prints one JSON line per profile; exits 1 when a check fails or no GPU is visible.
 
+    make install   # (or pip install -r requirements.txt && pip install -e .): diarkit installed
     python scripts/gpu_check.py [--work /tmp/gpu-check]
     python scripts/gpu_check.py --device cpu --seconds 10    # the script itself, on a CPU
 """
@@ -25,7 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "src"), str(REPO / "tests"), str(REPO / "scripts")]
+# the stand-in builders (tests/standins.py) and fetch_models live beside the package, not in it
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts")]
 
 
 def model_device(module) -> str:
