@@ -59,7 +59,7 @@ def test_rename_applies_everywhere_and_keeps_the_original(original):
     old = {s.label: s for s in original.speakers}
     new = {s.label: s for s in edited.speakers}
     assert new["Diane Smith"].speaking_time == old["SPEAKER_00"].speaking_time
-    assert "[Diane Smith]" in to_srt(edited) and "SPEAKER_00" not in to_srt(edited)
+    assert "DIANE SMITH: " in to_srt(edited) and "SPEAKER_00" not in to_srt(edited)  # SRT names in capitals
     check_consistent(edited)
 
 
