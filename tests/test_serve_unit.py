@@ -28,7 +28,7 @@ class StubPipeline:
         self.calls: list[dict] = []
         self.finished = threading.Event()
 
-    def transcribe(self, media, *, uri=None, options=None):
+    def transcribe(self, media, *, uri=None, options=None, progress=None):
         # what the request asked for, flattened as the pipeline reads it
         self.calls.append({"uri": uri, **options.speaker_hints, "language": options.language})
         time.sleep(self.delay)
