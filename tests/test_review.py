@@ -367,7 +367,7 @@ def test_bad_input_is_a_clear_error(tmp_path, sample_wav):
         ((str(result), "--media", str(tmp_path / "nope.wav")), "nope.wav"),
         ((str(result), "--media", str(not_json)), "notes.json: not a readable audio or video file"),
         ((str(result), "--media", str(sample_wav), "--formats", "doc"), "unknown output format doc"),
-        ((str(result), "--media", str(sample_wav), "--voices", "lib/"), "--voices needs the voice library"),
+        ((str(result), "--media", str(sample_wav), "--voices", str(not_json)), "voice library folder not found"),
     ]
     with socket.socket() as busy:
         busy.bind((HOST, 0))

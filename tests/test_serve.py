@@ -174,7 +174,7 @@ def test_accept_vtt_gives_webvtt(server, media):
     assert reply.status == 200, reply.body
     assert reply.content_type.startswith("text/vtt")
     cues = vtt_cues(reply.body.decode("utf-8"))
-    assert len(cues) >= 10
+    assert len(cues) >= 5  # subtitle events of up to two lines (the rules profile), 8 or so on the sample
     assert {text.split(">")[0] for _, _, text in cues} == {"<v SPEAKER_00", "<v SPEAKER_01"}
 
 

@@ -81,6 +81,7 @@ def cmd_transcribe(args) -> int:
     except OptionsError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
         return 2
+    made_output_dir = not Path(args.output_dir).exists()
     try:
         check_output_dir(args.output_dir)  # before the models load and any file is transcribed
     except DiarkitError as exc:
@@ -95,6 +96,9 @@ def cmd_transcribe(args) -> int:
             pipeline.voices.libraries.get(options.voices)
     except DiarkitError as exc:
         errors.print(f"diarkit: error: {exc}", markup=False)
+        if made_output_dir:  # nothing was written: leave no empty output folder behind
+            with contextlib.suppress(OSError):
+                Path(args.output_dir).rmdir()
         return 2
 
     out_dir = Path(args.output_dir)

@@ -107,6 +107,7 @@ class ConfiguredDiarizer(Diarizer):
     def __init__(self, pipeline: ConfiguredSpeakerDiarization):
         self.options = DiarizationOptions(speaker_split_threshold=None, small_speaker_merge_threshold=None)
         self.pipeline = pipeline
+        self.encoder = None  # pyannote's own embedding model, inside the pipeline
 
 
 def read_pipeline_config(path: Path) -> PipelineConfig:

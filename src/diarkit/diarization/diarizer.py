@@ -9,6 +9,7 @@ checks its speaker count on long stretches of audio (``diarkit.diarization.clust
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -180,7 +181,9 @@ class Diarizer:
             LocalSpeakerDiarization.PRECOMPUTED: segmentation.chunks,
         }
         step = int(round(segmentation.chunks.sliding_window.step * SAMPLE_RATE))
-        with torch.inference_mode(), self.encoder.file_features(audio, step):
+        # the mel encoders reuse one spectrogram per file; other encoders (WeSpeaker) embed per chunk
+        file_features = getattr(self.encoder, "file_features", None)
+        with torch.inference_mode(), (file_features(audio, step) if file_features else contextlib.nullcontext()):
             output = self.pipeline(file, num_speakers=num_speakers, min_speakers=min_speakers,
                                    max_speakers=max_speakers)
         found = len(output.speaker_diarization.labels())
