@@ -121,7 +121,7 @@ def test_enrolled_voices_named_in_every_format_stranger_stays_anonymous(library,
     for name in ENROLLED:
         assert f" {name} <NA>" in rttm
     for name in spoken:
-        assert f"[{name}]" in srt and f"<v {name}>" in vtt and f"{name}:" in txt
+        assert f"{name}: " in srt and f"<v {name}>" in vtt and f"{name}:" in txt
     assert re.search(r" SPEAKER_\d+ <NA>", rttm)  # the stranger
 
 

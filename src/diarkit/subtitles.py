@@ -154,21 +154,12 @@ def _text(words: list[Word]) -> str:
     return " ".join(w.word.strip() for w in words if w.word.strip())
 
 
-def _label(block: list[Word], previous: list[Word] | None, speaker_labels: bool) -> str:
-    """``NAME: `` before a block whose speaker is not the previous block's (formats with no
-    speaker markup, SRT), counted in the line like any text; "" otherwise."""
-    if not speaker_labels or not block or (previous and previous[0].speaker == block[0].speaker):
-        return ""
-    return f"{(block[0].speaker or 'UNKNOWN').upper()}: "
-
-
-def _blocks(words: list[Word], rules: SubtitleRules, speaker_labels: bool = False) -> list[list[Word]]:
+def _blocks(words: list[Word], rules: SubtitleRules) -> list[list[Word]]:
     """Words -> runs of one speaker, each short enough for one event."""
     blocks: list[list[Word]] = []
 
     def fits(ws: list[Word]) -> bool:
-        text = _label(ws, blocks[-1] if blocks else None, speaker_labels) + _text(ws)
-        return (break_lines(text, rules.max_chars_per_line, rules.max_lines) is not None
+        return (break_lines(_text(ws), rules.max_chars_per_line, rules.max_lines) is not None
                 and ws[-1].end - ws[0].start <= rules.max_duration)
 
     current: list[Word] = []
@@ -217,10 +208,9 @@ class _Draft:
         return max(w.end for w in self.words)
 
 
-def _drafts(blocks: list[list[Word]], rules: SubtitleRules, speaker_labels: bool = False) -> list[_Draft]:
-    texts = [_label(b, blocks[i - 1] if i else None, speaker_labels) + _text(b) for i, b in enumerate(blocks)]
-    drafts = [_Draft(b, break_lines(text, rules.max_chars_per_line, rules.max_lines) or [text], [b[0].speaker])
-              for b, text in zip(blocks, texts)]
+def _drafts(blocks: list[list[Word]], rules: SubtitleRules) -> list[_Draft]:
+    drafts = [_Draft(b, break_lines(_text(b), rules.max_chars_per_line, rules.max_lines) or [_text(b)],
+                     [b[0].speaker]) for b in blocks]
     merged: list[_Draft] = []
     i = 0
     while i < len(drafts):
@@ -247,11 +237,11 @@ def _drafts(blocks: list[list[Word]], rules: SubtitleRules, speaker_labels: bool
 def build_events(words: list[Word], rate: FrameRate | str | None = None, rules: SubtitleRules | str | None = None,
                  *, duration: float | None = None, speaker_labels: bool = False) -> SubtitleTrack:
     """Subtitle events for words that already carry their speakers; ``speaker_labels`` puts
-    ``NAME: `` where the speaker changes, for formats that have no speaker markup (SRT)."""
+    ``NAME: `` where the speaker changes and it fits, for formats with no speaker markup (SRT)."""
     rate = FrameRate.parse(rate)
     rules = rules if isinstance(rules, SubtitleRules) else get_rules(rules)
     words = sorted((w for w in words if w.end >= w.start), key=lambda w: (w.start, w.end))
-    drafts = _drafts(_blocks(words, rules, speaker_labels), rules, speaker_labels)
+    drafts = _drafts(_blocks(words, rules), rules)
     min_frames = rate.frames(rules.min_duration)
     max_frames = int(rules.max_duration * float(rate.fps) + 1e-9)
     gap = rules.min_gap_frames
@@ -285,7 +275,31 @@ def build_events(words: list[Word], rate: FrameRate | str | None = None, rules: 
             warnings.append(f"subtitle {number} at {rate.timecode_of_frame(event.start)}: reading speed "
                             f"{cps:.1f} characters per second is over {rules.max_chars_per_second:g} even with "
                             f"all the time the rules allow; condense {' / '.join(event.lines)!r}")
+    if speaker_labels:
+        _label_speakers(events, rules)
     return SubtitleTrack(events, rate, rules, warnings)
+
+
+def _label_speakers(events: list[SubtitleEvent], rules: SubtitleRules) -> None:
+    """``NAME: `` where the speaker changes, for formats with no speaker markup (SRT).
+
+    The events (and so their times and reading speed) stay those of every other format; a
+    label goes in only where the lines still fit the rules with it, else that event keeps
+    its lines as they are (the speaker is then in the other formats' markup only)."""
+    previous = None
+    for event in events:
+        speakers = event.line_speakers()
+        if len(set(speakers)) > 1:  # a two-speaker event: "-NAME: text" per line
+            labelled = [f"-{(s or 'UNKNOWN').upper()}: {line[1:]}" if line.startswith("-") else line
+                        for line, s in zip(event.lines, speakers)]
+            if all(len(line) <= rules.max_chars_per_line for line in labelled):
+                event.lines = labelled
+        elif speakers and speakers[0] != previous:
+            text = f"{(speakers[0] or 'UNKNOWN').upper()}: " + " ".join(event.lines)
+            lines = break_lines(text, rules.max_chars_per_line, rules.max_lines)
+            if lines is not None and reading_chars(lines) <= reading_chars(event.lines):  # no slower to read
+                event.lines = lines
+        previous = speakers[-1] if speakers else previous
 
 
 def _share_time(events: list[SubtitleEvent], needs: list[int], desired_starts: list[int], *, gap: int,
