@@ -10,7 +10,6 @@ address every URL must start with a random token.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import ipaddress
 import json
@@ -19,7 +18,6 @@ import mimetypes
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -354,20 +352,7 @@ def _host_name(scope) -> str:
     return ""
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, minus re-raising the signal after a clean stop: Ctrl+C exits 0, no traceback."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+_Server = uvicorn.ExitZeroServer  # Ctrl+C exits 0, no traceback
 
 
 def bind(host: str, port: int) -> socket.socket:

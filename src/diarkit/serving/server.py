@@ -378,20 +378,8 @@ def _unpack_json(body: Path, media: Path) -> RequestOptions:
     return payload.options
 
 
-class _Server(uvicorn.Server):
+class _Server(uvicorn.ExitZeroServer):
     """uvicorn, minus re-raising SIGTERM after its graceful shutdown: SageMaker wants exit 0."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def handle_exit(self, sig, frame) -> None:
         if not self.should_exit:
