@@ -84,3 +84,21 @@ def test_shipped_punkt_tab_is_what_the_pinned_package_gives():
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_punkt_tab.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_silero_probabilities_in_small_batches_equal_faster_whispers_own_call():
+    """diarkit runs silero in bounded batches (memory); the probabilities must not change."""
+    import numpy as np
+
+    from diarkit.compat.faster_whisper import SILERO_VAD_PATH, SileroVADModel, silero_probabilities
+
+    rng = np.random.default_rng(0)
+    t = np.arange(512 * 300) / 16000
+    audio = (0.1 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)
+             + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+    model = SileroVADModel(SILERO_VAD_PATH)
+    expected = np.asarray(model(audio.copy())).reshape(-1)
+    for batch in (7, 64, 10000):
+        assert np.array_equal(silero_probabilities(model, audio, batch), expected)
+    with pytest.raises(ValueError):
+        silero_probabilities(model, audio[:1000])

@@ -79,3 +79,25 @@ def test_gate_zeroes_segmentation_frames_outside_speech(pipeline):
         outside = (times < 3.95) | (times > 6.05)
         assert np.all(chunks.data[c][inside] == 1.0)
         assert np.all(chunks.data[c][outside] == 0.0)
+
+
+def test_gate_also_zeroes_a_powerset_models_own_speech_probability(pipeline):
+    """Powerset models (production profiles) feed the VAD from their own speech output: it is gated too."""
+    from dataclasses import replace
+
+    from diarkit.compat.pyannote import SlidingWindowFeature
+
+    audio = np.zeros(10 * SAMPLE_RATE, dtype=np.float32)
+    segmentation = pipeline.segmenter(audio)
+    chunks = segmentation.chunks
+    speech = SlidingWindowFeature(np.ones(chunks.data.shape[:2] + (1,), dtype=np.float32), chunks.sliding_window)
+    mask = np.zeros(int(10 / SILERO_STEP) + 1, dtype=bool)
+    mask[int(4 / SILERO_STEP):int(6 / SILERO_STEP)] = True
+    gated = gate_segmentation(replace(segmentation, speech=speech), mask)
+    assert gated.speech is not None and gated.speech.data.shape == speech.data.shape
+    for c in range(speech.data.shape[0]):
+        start = chunks.sliding_window[c].start
+        times = start + np.array([segmentation.frames[f].middle for f in range(speech.data.shape[1])])
+        assert np.all(gated.speech.data[c][(times > 4.05) & (times < 5.95)] == 1.0)
+        assert np.all(gated.speech.data[c][(times < 3.95) | (times > 6.05)] == 0.0)
+    assert np.all(speech.data == 1.0), "the input is left as it was"

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
-from diarkit.compat.faster_whisper import SILERO_VAD_PATH, SILERO_WINDOW, SileroVADModel
+from diarkit.compat.faster_whisper import SILERO_VAD_PATH, SILERO_WINDOW, SileroVADModel, silero_probabilities
 from diarkit.compat.pyannote import SlidingWindowFeature
 
 from diarkit.audio import SAMPLE_RATE
@@ -82,11 +82,11 @@ class SileroSpeech:
         if audio.size == 0:
             return np.zeros(0, dtype=np.float32)
         padded = np.pad(np.asarray(audio, dtype=np.float32), (0, -len(audio) % SILERO_WINDOW))
-        return np.asarray(self.model(padded)).reshape(-1)
+        return silero_probabilities(self.model, padded)
 
 
 def gate_segmentation(segmentation: Segmentation, mask: np.ndarray) -> Segmentation:
-    """The segmentation with every output frame whose centre falls in non-speech set to 0."""
+    """The segmentation (and a powerset model's speech probability) with every output frame whose centre falls in non-speech set to 0."""
     chunks = segmentation.chunks
     num_chunks, num_frames, _ = chunks.data.shape
     starts = np.array([chunks.sliding_window[c].start for c in range(num_chunks)])
@@ -94,7 +94,12 @@ def gate_segmentation(segmentation: Segmentation, mask: np.ndarray) -> Segmentat
     index = np.floor((starts[:, None] + middles[None, :]) / SILERO_STEP).astype(int)
     keep = mask[np.clip(index, 0, len(mask) - 1)] if len(mask) else np.zeros(index.shape, dtype=bool)
     data = chunks.data * keep[:, :, None].astype(chunks.data.dtype)
-    return replace(segmentation, chunks=SlidingWindowFeature(data, chunks.sliding_window))
+    gated = replace(segmentation, chunks=SlidingWindowFeature(data, chunks.sliding_window))
+    if segmentation.speech is not None:  # a powerset model's own speech probability feeds the VAD
+        speech = segmentation.speech
+        gated.speech = SlidingWindowFeature(speech.data * keep[:, :, None].astype(speech.data.dtype),
+                                            speech.sliding_window)
+    return gated
 
 
 class SpeechGate:

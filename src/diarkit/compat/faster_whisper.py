@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import merge_punctuations
 from faster_whisper.utils import get_assets_path
 from faster_whisper.vad import SileroVADModel
 
 __all__ = ["Tokenizer", "merge_punctuations", "WHISPER_MODEL_ATTRIBUTES", "SileroVADModel",
-           "SILERO_VAD_PATH", "SILERO_WINDOW", "SILERO_CONTEXT"]
+           "SILERO_VAD_PATH", "SILERO_WINDOW", "SILERO_CONTEXT", "silero_probabilities"]
 
 #: attributes of ``faster_whisper.WhisperModel`` diarkit uses for alignment and language checks
 WHISPER_MODEL_ATTRIBUTES = ("feat_kwargs", "frames_per_second", "feature_extractor", "encode",
@@ -21,3 +23,33 @@ SILERO_VAD_PATH = os.path.join(get_assets_path(), "silero_vad_v6.onnx")
 #: samples per silero frame at 16 kHz (one speech probability per 32 ms), and its left context
 SILERO_WINDOW = 512
 SILERO_CONTEXT = 64
+
+
+def silero_probabilities(model: SileroVADModel, audio: np.ndarray, batch_windows: int = 1024) -> np.ndarray:
+    """``SileroVADModel.__call__`` with bounded memory: same probabilities, same state carried.
+
+    faster-whisper copies the whole file into (frames, 576) windows and runs 10 000 frames per
+    ONNX call (320 s of audio): about 0.7 GB of working memory on an hour. Here each batch of
+    ``batch_windows`` frames is cut from ``audio`` when it is run. Like faster-whisper, the
+    first frame's context is zeros and the last frame's last 64 samples are zeroed.
+    ``audio``: float32, a multiple of ``SILERO_WINDOW`` samples long.
+    """
+    if audio.ndim != 1 or audio.shape[0] % SILERO_WINDOW:
+        raise ValueError("silero input must be 1-D and a multiple of 512 samples")
+    frames = audio.shape[0] // SILERO_WINDOW
+    h = np.zeros((1, 1, 128), dtype=np.float32)
+    c = np.zeros((1, 1, 128), dtype=np.float32)
+    outputs = []
+    for first in range(0, frames, batch_windows):
+        last = min(frames, first + batch_windows)
+        lo = max(0, first * SILERO_WINDOW - SILERO_CONTEXT)
+        piece = np.array(audio[lo:last * SILERO_WINDOW], dtype=np.float32)
+        if first == 0:
+            piece = np.concatenate([np.zeros(SILERO_CONTEXT, dtype=np.float32), piece])
+        if last == frames:
+            piece[-SILERO_CONTEXT:] = 0.0
+        # frame i of the batch: its 64 context samples then its 512 samples
+        windows = np.lib.stride_tricks.sliding_window_view(piece, SILERO_WINDOW + SILERO_CONTEXT)[::SILERO_WINDOW]
+        output, h, c = model.session.run(None, {"input": np.ascontiguousarray(windows), "h": h, "c": c})
+        outputs.append(np.asarray(output).reshape(-1))
+    return np.concatenate(outputs) if outputs else np.zeros(0, dtype=np.float32)
