@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,6 +30,7 @@ from diarkit.models.alignment import WhisperAligner  # noqa: E402
 from diarkit.assign import assign_word_speakers, build_segments, speaker_summary  # noqa: E402
 from diarkit.diarization.diarizer import DiarizationOptions, Diarizer  # noqa: E402
 from diarkit.errors import OptionsError  # noqa: E402
+from diarkit.memory import release_free_memory  # noqa: E402
 from diarkit.models.manifest import ModelDirectory  # noqa: E402
 from diarkit.models.registry import LoadContext  # noqa: E402
 from diarkit.request import RequestOptions  # noqa: E402
@@ -62,12 +63,18 @@ def pick_device(device: str = "auto") -> str:
 class PipelineOptions:
     """Settings that are not per request. Defaults are the measured choices."""
 
-    batch_size: int = 8
+    # Whisper chunks per batch on the CPU: each chunk of a batch holds its beams' decoder
+    # state (about 80 MB per chunk for tiny.en, beam 5); 4 keeps transcription's and alignment's
+    # working set near 0.4 GB instead of 0.63 GB at the same speed on 2 cores (eval/BENCHMARK.md)
+    batch_size: int = 4
     gpu_batch_size: int = 16  # Whisper chunks per batch on a GPU (whisperX's default there)
     beam_size: int = 5
     vad_onset: float = 0.5
     vad_offset: float = 0.363
     chunk_size: float = 30.0
+    #: seconds between the shared segmentation's chunks (diarkit.models.segmentation); a
+    #: production profile's pyannote config sets its own step instead
+    segmentation_step: float = 0.5
     # diarize in a second thread while transcribing and aligning: both stages leave a core
     # idle much of the time (torch and CTranslate2 release the GIL); same results, but both
     # stages' working memory at once: off until measured against the memory bounds
@@ -97,18 +104,21 @@ class DiarkitPipeline:
         threads = max(1, cpu_threads or os.cpu_count() or 1)
         batch_size = self.options.gpu_batch_size if self.device.startswith("cuda") else self.options.batch_size
         context = LoadContext(device=self.device, cpu_threads=threads, batch_size=batch_size,
-                              beam_size=self.options.beam_size)
+                              beam_size=self.options.beam_size, segmentation_step=self.options.segmentation_step)
         with _LOAD_LOCK:  # several server workers load one after the other (memory peaks, globals)
             started = time.perf_counter()
             if self.device == "cpu":
                 # process-wide; every worker of one server asks for the same share of the cores
                 torch.set_num_threads(threads)
+            config = model_dir.load("diarization", context) if model_dir.artifact("diarization") else None
+            if config is not None:  # the config's step, so that its pipeline reads the segmentation it expects
+                context = replace(context, segmentation_step_ratio=config.segmentation_step)
             self.segmenter = model_dir.load("segmentation", context)
             self.transcriber = model_dir.load("asr", context)
             self.encoder = model_dir.load("embedding", context)
             if model_dir.artifact("diarization") is not None:  # a pyannote config.yaml (production profiles)
                 plda = model_dir.load("plda", context) if model_dir.artifact("plda") is not None else None
-                self.diarizer = model_dir.load("diarization", context).diarizer(
+                self.diarizer = config.diarizer(
                     self.segmenter, self.encoder, plda, device=self.device)
             else:
                 self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
@@ -150,6 +160,7 @@ class DiarkitPipeline:
             report(name, 0, 1)
             started = time.perf_counter()
             yield
+            release_free_memory()  # the next stage's peak does not land on this one's leftovers
             timings[name] = time.perf_counter() - started
             report(name, 1, 1)
 

@@ -70,6 +70,11 @@ class PipelineConfig:
         return self.config["pipeline"].get("params", {})
 
     @property
+    def segmentation_step(self) -> float:
+        """Chunk step as a fraction of the segmentation chunk (pyannote's default 0.1)."""
+        return float(self.params.get("segmentation_step", 0.1))
+
+    @property
     def clustering(self) -> str:
         return self.params.get("clustering", "VBxClustering")
 
@@ -81,7 +86,7 @@ class PipelineConfig:
                                           "manifest has no plda artifact", path=str(self.path),
                                           hint="fetch the profile again (its plda/ folder is part of it)")
             plda = _UnusedPLDA()
-        step = float(self.params.get("segmentation_step", 0.1))
+        step = self.segmentation_step
         if abs(step - segmenter.step_ratio) > 1e-9:
             raise ModelDirectoryError(f"{self.path.name} asks for segmentation_step {step}, the shared "
                                       f"segmentation uses {segmenter.step_ratio}", path=str(self.path))

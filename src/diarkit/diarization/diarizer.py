@@ -41,6 +41,10 @@ class DiarizationOptions:
     # similarity (diarkit.diarization.clustering); None keeps pyannote's clustering as it is
     speaker_split_threshold: float | None = 0.75
     min_split_seconds: float = 2.0
+    # a pooled embedding (split and merge checks) reads at most this much of a speaker's
+    # single-speaker speech, in ten pieces spread over the file: a voice is steady well before
+    # that, and each speaker is pooled again at every check (cost grows with the cast)
+    max_pooled_seconds: float = 30.0
     # then a speaker with under small_speaker_seconds and under small_speaker_share of the
     # single-speaker speech joins its closest speaker at this pooled cosine (None: never)
     small_speaker_merge_threshold: float | None = 0.78
@@ -83,7 +87,7 @@ class LocalSpeakerDiarization(SpeakerDiarization):
         if options.clustering == "AgglomerativeClustering" and options.speaker_split_threshold is not None:
             self.clustering = SplitCheckedClustering(
                 encoder, split_threshold=options.speaker_split_threshold,
-                min_split_seconds=options.min_split_seconds,
+                min_split_seconds=options.min_split_seconds, max_pooled_seconds=options.max_pooled_seconds,
                 small_merge_threshold=options.small_speaker_merge_threshold,
                 small_seconds=options.small_speaker_seconds, small_share=options.small_speaker_share,
                 metric=encoder.metric)

@@ -30,6 +30,8 @@ class LoadContext:
     cpu_threads: int = 1
     batch_size: int = 8
     beam_size: int = 5
+    segmentation_step: float = 0.5  # seconds between segmentation chunks (diarkit.models.segmentation)
+    segmentation_step_ratio: float | None = None  # a pyannote config's own step (fraction of a chunk) wins
 
     @property
     def cuda(self) -> bool:
