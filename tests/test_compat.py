@@ -72,6 +72,7 @@ def test_production_profile_internals():
     specs = Specifications(problem=Problem.MONO_LABEL_CLASSIFICATION, resolution=Resolution.FRAME, duration=10.0,
                            classes=["a", "b", "c"], powerset_max_classes=2)
     assert all(hasattr(specs, n) for n in pyannote.POWERSET_SPECIFICATION_ATTRIBUTES) and specs.powerset
+    whisperx.use_shipped_punkt()  # what load_align_model and align do first
     assert str(whisperx.NLTK_DATA) in find("tokenizers/punkt_tab/english/abbrev_types.txt")
 
 

@@ -6,7 +6,6 @@ import contextlib
 import io
 from pathlib import Path
 
-import nltk
 import whisperx
 from whisperx.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
 from whisperx.diarize import Segment as VadSegment
@@ -19,14 +18,29 @@ __all__ = ["N_SAMPLES", "SAMPLE_RATE", "Binarize", "Vad", "VadSegment", "align",
 #: attributes of the object ``load_model`` returns that diarkit uses (checked by the tests)
 PIPELINE_ATTRIBUTES = ("model", "tokenizer", "detect_language", "__call__")
 
-load_align_model = whisperx.load_align_model
-align = whisperx.align
-
 #: NLTK's English punkt_tab, shipped with diarkit (scripts/make_punkt_tab.py): ``whisperx.align``
 #: splits sentences with it and would otherwise call ``nltk.download`` (network)
 NLTK_DATA = Path(__file__).resolve().parent.parent / "assets" / "nltk_data"
-if str(NLTK_DATA) not in nltk.data.path:
-    nltk.data.path.insert(0, str(NLTK_DATA))
+
+
+def use_shipped_punkt() -> None:
+    """Put the shipped punkt_tab first on NLTK's path. NLTK is imported here, when wav2vec2
+    alignment is loaded, not at start-up: it is 1-3 s of import that the bundled profile
+    (Whisper alignment) never uses."""
+    import nltk
+
+    if str(NLTK_DATA) not in nltk.data.path:
+        nltk.data.path.insert(0, str(NLTK_DATA))
+
+
+def load_align_model(*args, **kwargs):
+    use_shipped_punkt()
+    return whisperx.load_align_model(*args, **kwargs)
+
+
+def align(*args, **kwargs):
+    use_shipped_punkt()
+    return whisperx.align(*args, **kwargs)
 
 
 def load_model(path: str, device: str, **kwargs):
