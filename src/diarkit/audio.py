@@ -191,7 +191,14 @@ def _hms(seconds: float) -> str:
 
 
 def decode(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, *, limit: float | None = -1.0) -> np.ndarray:
-    """Return the first audio track as mono float32 at ``sample_rate``.
+    """Return the first audio track as mono float32 at ``sample_rate`` (``decode_media`` also
+    gives the probe's MediaInfo)."""
+    return decode_media(path, sample_rate, limit=limit)[0]
+
+
+def decode_media(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, *,
+                 limit: float | None = -1.0) -> tuple[np.ndarray, MediaInfo]:
+    """The first audio track as mono float32 at ``sample_rate``, and what ffprobe said of the file.
 
     Stereo and multichannel tracks are downmixed by ffmpeg. A stream that is cut short
     (truncated upload) is an error, not a silently shorter result. The samples go from
@@ -246,7 +253,7 @@ def decode(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, *, limit: fl
         block = audio[start:start + _READ_CHUNK]
         if not np.isfinite(block).all():
             np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    return audio
+    return audio, info
 
 
 def _read_samples(stream, expected: int, max_samples: int | None) -> tuple[np.ndarray, int, bool]:

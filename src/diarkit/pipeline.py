@@ -170,9 +170,8 @@ class DiarkitPipeline:
                 samples = np.ascontiguousarray(media, dtype=np.float32)
                 uri = uri or "audio"
             else:
-                samples = audio_io.decode(media)
+                samples, info = audio_io.decode_media(media)  # one ffprobe: the frame rate comes with it
                 uri = uri or Path(media).stem
-                info = audio_io.probe(media)
                 video_rate = FrameRate.from_ffprobe(info.video_frame_rate, info.video_timecode)
         duration = samples.shape[0] / audio_io.SAMPLE_RATE
 
