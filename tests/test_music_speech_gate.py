@@ -116,7 +116,7 @@ def test_fused_gate_keeps_quiet_speech_with_weak_silero_support_and_drops_unsupp
     seg[music] = 0.9
     probs[music] = 0.01
     probs[int(13 / SILERO_STEP)] = 0.2  # one isolated blip inside the music
-    options = SpeechGateOptions()
+    options = SpeechGateOptions(support=0.05)
     assert not speech_mask(probs, options).any(), "the strict tier alone loses the quiet speech"
     mask = fused_mask(probs, seg, options)
     assert mask[quiet].mean() > 0.95
@@ -129,7 +129,7 @@ def test_fused_gate_weak_tier_needs_nearby_evidence_and_can_be_turned_off():
     probs = np.zeros(n)
     seg = np.full(n, 0.9)  # one long segmentation region
     probs[: int(5 / SILERO_STEP)][::4] = 0.1  # evidence on 25% of the first half
-    options = SpeechGateOptions(region_support=0.1, support_window=1.0)
+    options = SpeechGateOptions(support=0.05, region_support=0.1, support_window=1.0)
     mask = support_mask(probs, seg, options)
     assert mask[: int(5 / SILERO_STEP)].all()
     assert not mask[int(5.6 / SILERO_STEP):].any(), "more than half a window from any evidence: dropped"
