@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from diarkit.audio import SAMPLE_RATE
-from diarkit.speech import SILERO_STEP, SpeechGateOptions, gate_segmentation, speech_mask
+from diarkit.speech import SILERO_STEP, SpeechGateOptions, fused_mask, gate_segmentation, speech_mask, support_mask
 from eval import music as music_set
 
 
@@ -101,3 +101,38 @@ def test_gate_also_zeroes_a_powerset_models_own_speech_probability(pipeline):
         assert np.all(gated.speech.data[c][(times > 4.05) & (times < 5.95)] == 1.0)
         assert np.all(gated.speech.data[c][(times < 3.95) | (times > 6.05)] == 0.0)
     assert np.all(speech.data == 1.0), "the input is left as it was"
+
+
+def test_fused_gate_keeps_quiet_speech_with_weak_silero_support_and_drops_unsupported_activity():
+    """Far-field speech: silero 0.05-0.3 (never the strict onset); music: silero ~0 for seconds."""
+    n = int(20 / SILERO_STEP)
+    probs = np.zeros(n)
+    seg = np.zeros(n)
+    quiet = slice(int(2 / SILERO_STEP), int(6 / SILERO_STEP))  # 4 s of quiet speech
+    seg[quiet] = 0.9
+    probs[quiet] = 0.01
+    probs[quiet][::2] = 0.15  # weak evidence on half the frames (never 0.35)
+    music = slice(int(10 / SILERO_STEP), int(16 / SILERO_STEP))  # 6 s the segmentation calls speech
+    seg[music] = 0.9
+    probs[music] = 0.01
+    probs[int(13 / SILERO_STEP)] = 0.2  # one isolated blip inside the music
+    options = SpeechGateOptions(support=0.05)
+    assert not speech_mask(probs, options).any(), "the strict tier alone loses the quiet speech"
+    mask = fused_mask(probs, seg, options)
+    assert mask[quiet].mean() > 0.95
+    assert not mask[music].any(), "a region with support on under region_support of its frames is dropped"
+    assert not mask[:int(2 / SILERO_STEP)].any() and not mask[int(6.6 / SILERO_STEP):int(10 / SILERO_STEP)].any()
+
+
+def test_fused_gate_weak_tier_needs_nearby_evidence_and_can_be_turned_off():
+    n = int(10 / SILERO_STEP)
+    probs = np.zeros(n)
+    seg = np.full(n, 0.9)  # one long segmentation region
+    probs[: int(5 / SILERO_STEP)][::4] = 0.1  # evidence on 25% of the first half
+    options = SpeechGateOptions(support=0.05, region_support=0.1, support_window=1.0)
+    mask = support_mask(probs, seg, options)
+    assert mask[: int(5 / SILERO_STEP)].all()
+    assert not mask[int(5.6 / SILERO_STEP):].any(), "more than half a window from any evidence: dropped"
+    off = SpeechGateOptions(support=None)
+    assert not fused_mask(probs, seg, off).any()
+    assert np.array_equal(fused_mask(probs, None, options), speech_mask(probs, options))
