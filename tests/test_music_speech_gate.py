@@ -136,3 +136,88 @@ def test_fused_gate_weak_tier_needs_nearby_evidence_and_can_be_turned_off():
     off = SpeechGateOptions(support=None)
     assert not fused_mask(probs, seg, off).any()
     assert np.array_equal(fused_mask(probs, None, options), speech_mask(probs, options))
+
+
+def _diarization(turns, embeddings=None):
+    from diarkit.diarization.diarizer import Diarization
+    from diarkit.result import SpeakerTurn
+
+    turns = [SpeakerTurn(s, e, k) for s, e, k in turns]
+    return Diarization(turns=turns, exclusive_turns=list(turns), speaker_embeddings=embeddings)
+
+
+def test_a_speaker_without_confident_speech_is_dropped_and_labels_stay_consecutive():
+    from diarkit.speech import SpeechDecision, confirm_speakers
+
+    n = int(20 / SILERO_STEP)
+    probs = np.full(n, 0.1)  # weak everywhere (what the fused tier lets through)
+    probs[int(8 / SILERO_STEP):int(12 / SILERO_STEP)] = 0.9  # 4 s of confident speech
+    decision = SpeechDecision(probs=probs, mask=np.ones(n, dtype=bool))
+    found = _diarization([(1.0, 5.0, "SPEAKER_00"), (8.0, 10.0, "SPEAKER_01"), (10.0, 12.0, "SPEAKER_02")],
+                         embeddings=np.arange(3, dtype=np.float32)[:, None])
+    kept = confirm_speakers(found, decision, SpeechGateOptions())
+    assert [(t.start, t.speaker) for t in kept.turns] == [(8.0, "SPEAKER_00"), (10.0, "SPEAKER_01")]
+    assert [t.speaker for t in kept.exclusive_turns] == ["SPEAKER_00", "SPEAKER_01"]
+    assert kept.speaker_embeddings[:, 0].tolist() == [1.0, 2.0], "the embeddings follow their speakers"
+    assert [t.speaker for t in kept.rejected_turns] == ["SPEAKER_00"] and kept.rejected_turns[0].start == 1.0
+    # a request for 3 speakers is not overruled, and 0 turns the check off
+    assert len({t.speaker for t in confirm_speakers(found, decision, SpeechGateOptions(), num_speakers=3).turns}) == 3
+    off = confirm_speakers(found, decision, SpeechGateOptions(min_confident_speech=0))
+    assert off.turns == found.turns
+
+
+def test_words_outside_turns_and_confident_speech_are_unsupported():
+    from diarkit.result import SpeakerTurn, Word
+    from diarkit.speech import SpeechDecision, unsupported_words
+
+    n = int(20 / SILERO_STEP)
+    probs = np.full(n, 0.1)
+    probs[int(12 / SILERO_STEP):int(14 / SILERO_STEP)] = 0.9
+    mask = np.zeros(n, dtype=bool)
+    mask[int(2 / SILERO_STEP):int(5 / SILERO_STEP)] = True  # weak-tier music, no turn left in it
+    mask[int(10 / SILERO_STEP):int(15 / SILERO_STEP)] = True  # speech with confident frames
+    decision = SpeechDecision(probs=probs, mask=mask)
+    turns = [SpeakerTurn(12.0, 14.0, "SPEAKER_00")]
+    rejected = [SpeakerTurn(4.0, 4.5, "SPEAKER_01"), SpeakerTurn(17.5, 18.0, "SPEAKER_01")]  # music "speaker"
+    words = [Word("Yeah,", 3.0, 3.2), Word("quiet", 10.5, 10.8), Word("hello", 12.5, 12.9), Word("far", 18.0, 18.3),
+             Word("alone", 7.0, 7.3)]
+    unsupported = unsupported_words(words, decision, turns, rejected, SpeechGateOptions())
+    # words where the rejected speaker was and no confident speech go; the one beside confident
+    # speech stays, and so does a word with no turn at all near it (the diarization missed it)
+    assert [w.word for w in unsupported] == ["Yeah,", "far"]
+    assert unsupported_words(words, decision, turns, [], SpeechGateOptions()) == []
+    assert unsupported_words(words, decision, turns, rejected, SpeechGateOptions(min_confident_speech=0)) == []
+
+
+def test_ungated_chunks_travel_for_the_embeddings_and_turns_stay_gated(pipeline, music_20s, sample_wav):
+    """``embed_ungated``: embeddings read the segmentation before the gate; turns still only where the gate keeps speech."""
+    speech, _ = sf.read(str(sample_wav), dtype="float32")
+    audio = np.concatenate([music_20s, speech[: 15 * SAMPLE_RATE]])
+    segmentation = pipeline.segmenter(audio)
+    mask = np.zeros(int(len(audio) / SAMPLE_RATE / SILERO_STEP) + 1, dtype=bool)
+    mask[int(20 / SILERO_STEP):] = True  # the speech only
+    plain = gate_segmentation(segmentation, mask)
+    assert plain.ungated is None
+    gated = gate_segmentation(segmentation, mask, keep_ungated=True)
+    assert gated.ungated is segmentation.chunks and np.array_equal(gated.chunks.data, plain.chunks.data)
+    found = pipeline.diarizer(audio, gated, uri="ungated")
+    assert found.turns and min(t.start for t in found.turns) >= 19.9, "no turn in the gated-out music"
+
+    import torch
+
+    from diarkit.compat.pyannote import binarize
+    from diarkit.diarization.diarizer import LocalSpeakerDiarization
+
+    inner = pipeline.diarizer.pipeline
+    binary = binarize(gated.chunks, onset=inner.segmentation.threshold, initial_state=False)
+    file = {"waveform": torch.from_numpy(audio).unsqueeze(0), "sample_rate": SAMPLE_RATE, "uri": "ungated"}
+    ungated_active = binarize(segmentation.chunks, onset=inner.segmentation.threshold, initial_state=False).data
+    music_chunk = int(np.argmax(ungated_active[:20].sum(axis=(1, 2)) > 20))  # a chunk of music only, active ungated
+    assert binary.data[music_chunk].sum() == 0 and ungated_active[music_chunk].sum() > 20
+    with torch.inference_mode():
+        from_gated = inner.get_embeddings(file, binary, exclude_overlap=True)
+        from_ungated = inner.get_embeddings({**file, LocalSpeakerDiarization.UNGATED: gated.ungated}, binary,
+                                            exclude_overlap=True)
+    speaker = int(np.argmax(ungated_active[music_chunk].sum(axis=0)))
+    assert np.isnan(from_gated[music_chunk, speaker]).all(), "nothing to embed through the gated mask"
+    assert np.isfinite(from_ungated[music_chunk, speaker]).all(), "the ungated mask is read"

@@ -35,7 +35,7 @@ from diarkit.models.manifest import ModelDirectory  # noqa: E402
 from diarkit.models.registry import LoadContext  # noqa: E402
 from diarkit.request import RequestOptions  # noqa: E402
 from diarkit.result import TranscriptResult  # noqa: E402
-from diarkit.speech import SpeechGate, SpeechGateOptions  # noqa: E402
+from diarkit.speech import SpeechGate, SpeechGateOptions, gate_segmentation, unsupported_words  # noqa: E402
 from diarkit.subtitles import build_events, get_rules  # noqa: E402
 from diarkit.timecode import FrameRate  # noqa: E402
 from diarkit.vad import speech_chunks  # noqa: E402
@@ -177,8 +177,11 @@ class DiarkitPipeline:
 
         with stage("vad"):
             segmentation = self.segmenter(samples)
+            speech = None
             if self.speech_gate is not None:
-                segmentation = self.speech_gate(samples, segmentation)
+                speech = self.speech_gate.decide(samples, segmentation)
+                segmentation = gate_segmentation(segmentation, speech.mask,
+                                                 keep_ungated=self.speech_gate.options.embed_ungated)
             chunks = speech_chunks(segmentation, onset=self.options.vad_onset, offset=self.options.vad_offset,
                                    chunk_size=self.options.chunk_size)
             chunks = [c for c in chunks if min(c.end, duration) - c.start > 0.05]
@@ -186,6 +189,8 @@ class DiarkitPipeline:
         def diarize():
             started = time.perf_counter()
             found = self.diarizer(samples, segmentation, uri=uri, **options.speaker_hints)
+            if speech is not None:  # a "speaker" with no confident speech is music the gate let through
+                found = self.speech_gate.confirm(found, speech, **options.speaker_hints)
             timings["diarize"] = time.perf_counter() - started  # its own time, even beside the others
             return found
 
@@ -207,6 +212,14 @@ class DiarkitPipeline:
                 report("diarize", 1, 1)
         with stage("assign"):
             words = [w for chunk_words in words_per_chunk for w in chunk_words]
+            if speech is not None:  # Whisper writing into music that no speaker holds
+                dropped = unsupported_words(words, speech, diarization.turns, diarization.rejected_turns,
+                                            self.speech_gate.options)
+                if dropped:
+                    logger.info("%s: %d word(s) outside every speaker turn and confident speech dropped "
+                                "(music): %s", uri, len(dropped), " ".join(w.word for w in dropped)[:200])
+                    gone = {id(w) for w in dropped}
+                    words = [w for w in words if id(w) not in gone]
             exclusive = self.options.word_speakers == "exclusive" and diarization.exclusive_turns
             assign_word_speakers(words, diarization.exclusive_turns if exclusive else diarization.turns)
             segments = build_segments(words)

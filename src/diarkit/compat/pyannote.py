@@ -12,12 +12,13 @@ import warnings
 from pyannote.audio import Audio, Inference, Model, Pipeline
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.utils.powerset import Powerset
+from pyannote.audio.utils.signal import binarize
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering, Clustering
 from pyannote.audio.pipelines.speaker_diarization import SpeakerDiarization
 from pyannote.core import Annotation, Segment, SlidingWindow, SlidingWindowFeature
 from pyannote.pipeline.parameter import ParamDict, Uniform
 
-__all__ = ["AgglomerativeClustering", "Annotation", "Audio", "Clustering", "Inference", "Model", "PLDA",
+__all__ = ["AgglomerativeClustering", "Annotation", "Audio", "binarize", "Clustering", "Inference", "Model", "PLDA",
            "ParamDict", "Pipeline", "Powerset", "Segment", "SlidingWindow", "SlidingWindowFeature", "SpeakerDiarization", "Uniform",
            "POWERSET_SPECIFICATION_ATTRIBUTES", "SPEAKER_DIARIZATION_ATTRIBUTES"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from diarkit.compat.pyannote import (Annotation, Audio, Clustering, Inference, ParamDict, Pipeline,
-                                     SlidingWindowFeature, SpeakerDiarization, Uniform)
+                                     SlidingWindowFeature, SpeakerDiarization, Uniform, binarize)
 
 from diarkit.audio import SAMPLE_RATE
 from diarkit.diarization.clustering import SplitCheckedClustering
@@ -67,6 +67,7 @@ class LocalSpeakerDiarization(SpeakerDiarization):
     """pyannote's SpeakerDiarization with injected parts and shared segmentation."""
 
     PRECOMPUTED = "diarkit/segmentation"
+    UNGATED = "diarkit/ungated-segmentation"
 
     def __init__(self, segmenter: Segmenter, encoder: MelSpeakerEncoder, options: DiarizationOptions):
         Pipeline.__init__(self)  # SpeakerDiarization.__init__ would fetch models from the hub
@@ -130,6 +131,20 @@ class LocalSpeakerDiarization(SpeakerDiarization):
         np.put_along_axis(binary, order, active.astype(binary.dtype), axis=-1)
         return SlidingWindowFeature(binary, activations.sliding_window)
 
+    def get_embeddings(self, file, binary_segmentations, exclude_overlap=False, hook=None):
+        """pyannote's embeddings, read through the ungated segmentation's masks when the file has it.
+
+        The gate decides which frames are turns; an embedding read through fewer frames (silero
+        drops some noisy speech) lands elsewhere: speech under effects became its own speaker.
+        Local speakers the gate silenced entirely stay inactive for clustering and get no turns.
+        """
+        ungated = file.get(self.UNGATED)
+        if ungated is not None:
+            if not self._segmentation.model.specifications.powerset:
+                ungated = binarize(ungated, onset=self.segmentation.threshold, initial_state=False)
+            binary_segmentations = ungated
+        return super().get_embeddings(file, binary_segmentations, exclude_overlap=exclude_overlap, hook=hook)
+
     def get_segmentations(self, file, hook=None):
         if self.PRECOMPUTED in file:
             return file[self.PRECOMPUTED]
@@ -142,6 +157,8 @@ class Diarization:
     exclusive_turns: list[SpeakerTurn]
     speaker_embeddings: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
+    #: turns of speakers the speech gate rejected (no confident speech: music it let through)
+    rejected_turns: list[SpeakerTurn] = field(default_factory=list)
 
 
 def speaker_count_notes(found: int, *, num_speakers: int | None = None, min_speakers: int | None = None,
@@ -184,6 +201,8 @@ class Diarizer:
             "uri": uri,
             LocalSpeakerDiarization.PRECOMPUTED: segmentation.chunks,
         }
+        if segmentation.ungated is not None:
+            file[LocalSpeakerDiarization.UNGATED] = segmentation.ungated
         step = int(round(segmentation.chunks.sliding_window.step * SAMPLE_RATE))
         # the mel encoders reuse one spectrogram per file; other encoders (WeSpeaker) embed per chunk
         file_features = getattr(self.encoder, "file_features", None)

@@ -36,6 +36,9 @@ class Segmentation:
     # (num_chunks, num_frames, 1) speech probability of a powerset model; None: VAD takes
     # the max over the local speakers of ``chunks``
     speech: SlidingWindowFeature | None = None
+    # the chunks before the speech gate zeroed non-speech frames, kept when the speaker
+    # embeddings are to read them (``SpeechGateOptions.embed_ungated``); None otherwise
+    ungated: SlidingWindowFeature | None = None
 
 
 class Segmenter:
