@@ -221,3 +221,10 @@ def test_ungated_chunks_travel_for_the_embeddings_and_turns_stay_gated(pipeline,
     speaker = int(np.argmax(ungated_active[music_chunk].sum(axis=0)))
     assert np.isnan(from_gated[music_chunk, speaker]).all(), "nothing to embed through the gated mask"
     assert np.isfinite(from_ungated[music_chunk, speaker]).all(), "the ungated mask is read"
+
+
+def test_quiet_real_speech_with_little_confident_silero_keeps_its_speaker(pipeline, sample_wav):
+    """The sample's first 8 s: silero is confident on only ~0.35 s of it; it is still a speaker."""
+    speech, _ = sf.read(str(sample_wav), dtype="float32")
+    result = pipeline.transcribe(speech[: 8 * SAMPLE_RATE], uri="quiet")
+    assert result.num_speakers >= 1 and result.turns
