@@ -35,7 +35,7 @@ from diarkit.models.manifest import ModelDirectory  # noqa: E402
 from diarkit.models.registry import LoadContext  # noqa: E402
 from diarkit.request import RequestOptions  # noqa: E402
 from diarkit.result import TranscriptResult  # noqa: E402
-from diarkit.speech import SpeechGate, SpeechGateOptions, gate_segmentation, unsupported_words  # noqa: E402
+from diarkit.speech import SpeechGate, SpeechGateOptions, drop_unsupported_words, gate_segmentation  # noqa: E402
 from diarkit.subtitles import build_events, get_rules  # noqa: E402
 from diarkit.timecode import FrameRate  # noqa: E402
 from diarkit.vad import speech_chunks  # noqa: E402
@@ -213,13 +213,7 @@ class DiarkitPipeline:
         with stage("assign"):
             words = [w for chunk_words in words_per_chunk for w in chunk_words]
             if speech is not None:  # Whisper writing into music that no speaker holds
-                dropped = unsupported_words(words, speech, diarization.turns, diarization.rejected_turns,
-                                            self.speech_gate.options)
-                if dropped:
-                    logger.info("%s: %d word(s) outside every speaker turn and confident speech dropped "
-                                "(music): %s", uri, len(dropped), " ".join(w.word for w in dropped)[:200])
-                    gone = {id(w) for w in dropped}
-                    words = [w for w in words if id(w) not in gone]
+                words = drop_unsupported_words(words, speech, diarization, self.speech_gate.options, uri)
             exclusive = self.options.word_speakers == "exclusive" and diarization.exclusive_turns
             assign_word_speakers(words, diarization.exclusive_turns if exclusive else diarization.turns)
             segments = build_segments(words)

@@ -52,8 +52,8 @@ class SpeechGateOptions:
 
     The weak tier lets some music through (20 s of music alone gave one speaker and Whisper wrote
     "Yeah, yeah." into it); two checks after diarization take it back out: a speaker with under
-    ``min_confident_speech`` seconds of confident speech in its turns is dropped
-    (``confirm_speakers``), and words in no turn and no confident stretch are dropped
+    ``min_confident_speech`` seconds and ``min_confident_share`` of its turns' time of
+    confident speech is dropped (``confirm_speakers``), and words in no turn and no confident stretch are dropped
     (``unsupported_words``). ``support=None`` gives the strict tier alone (AMI DER +3.7 points).
     """
 
@@ -163,14 +163,17 @@ class SpeechDecision:
 _DEFAULT_LABEL = re.compile(r"SPEAKER_\d+")
 
 
-def confident_seconds(turns: list[SpeakerTurn], probs: np.ndarray, onset: float) -> dict[str, float]:
-    """Seconds of confident silero speech (probability >= ``onset``) inside each speaker's turns."""
+def confident_seconds(turns: list[SpeakerTurn], probs: np.ndarray, onset: float) -> dict[str, tuple[float, float]]:
+    """Per speaker: (seconds of confident silero speech (>= ``onset``) inside its turns, seconds of its turns)."""
     confident = np.asarray(probs) >= onset
     covered: dict[str, np.ndarray] = {}
+    talk: dict[str, float] = {}
     for turn in turns:
         inside = covered.setdefault(turn.speaker, np.zeros(len(confident), dtype=bool))
         inside[int(turn.start / SILERO_STEP):int(np.ceil(turn.end / SILERO_STEP))] = True
-    return {speaker: float((inside & confident).sum() * SILERO_STEP) for speaker, inside in covered.items()}
+        talk[turn.speaker] = talk.get(turn.speaker, 0.0) + turn.end - turn.start
+    return {speaker: (float((inside & confident).sum() * SILERO_STEP), talk[speaker])
+            for speaker, inside in covered.items()}
 
 
 def confirm_speakers(diarization, decision: SpeechDecision, options: SpeechGateOptions, *,
@@ -182,13 +185,11 @@ def confirm_speakers(diarization, decision: SpeechDecision, options: SpeechGateO
     """
     if not options.min_confident_speech or not diarization.turns:
         return diarization
-    seconds = confident_seconds(diarization.turns, decision.probs, options.onset)
-    talk: dict[str, float] = {}
-    for turn in diarization.turns:
-        talk[turn.speaker] = talk.get(turn.speaker, 0.0) + turn.end - turn.start
+    measured = confident_seconds(diarization.turns, decision.probs, options.onset)
+    seconds = {speaker: confident for speaker, (confident, _) in measured.items()}
     labels = sorted(seconds)
-    dropped = sorted((s for s in labels if seconds[s] < options.min_confident_speech
-                      and seconds[s] < options.min_confident_share * talk[s]), key=seconds.get)
+    dropped = sorted((s for s, (confident, talk) in measured.items() if confident < options.min_confident_speech
+                      and confident < options.min_confident_share * talk), key=seconds.get)
     floor = num_speakers or min_speakers or 0
     dropped = set(dropped[:max(0, len(labels) - floor)])
     if not dropped:
@@ -196,8 +197,8 @@ def confirm_speakers(diarization, decision: SpeechDecision, options: SpeechGateO
     kept = [s for s in labels if s not in dropped]
     rename = {s: (f"SPEAKER_{i:02d}" if all(_DEFAULT_LABEL.fullmatch(k) for k in kept) else s)
               for i, s in enumerate(kept)}
-    logger.info("speech gate: %d speaker(s) with under %.1f s of confident speech dropped: %s",
-                len(dropped), options.min_confident_speech,
+    logger.info("speech gate: %d speaker(s) with under %.1f s (and %.0f%% of their turns) of confident speech "
+                "dropped: %s", len(dropped), options.min_confident_speech, 100 * options.min_confident_share,
                 ", ".join(f"{s} ({seconds[s]:.2f} s)" for s in sorted(dropped)))
 
     def keep(turns):
@@ -226,8 +227,10 @@ def unsupported_words(words: list, decision: SpeechDecision, turns: list[Speaker
         return []
     confident = np.asarray(decision.probs) >= options.onset
     mask = decision.mask
-    runs = np.cumsum(np.diff(np.concatenate([[0], mask.astype(np.int8)])) == 1) * mask  # run id per frame, 0 outside
-    run_confident = np.bincount(runs, weights=confident, minlength=int(runs.max(initial=0)) + 1) * SILERO_STEP
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # run k: frames [start, end)
+    runs = np.cumsum(edges[:-1] == 1) * mask  # run id (k + 1) per frame, 0 outside
+    run_confident = np.bincount(runs, weights=confident, minlength=len(run_starts) + 1) * SILERO_STEP
     out = []
     for word in words:
         middle = (word.start + word.end) / 2
@@ -235,15 +238,27 @@ def unsupported_words(words: list, decision: SpeechDecision, turns: list[Speaker
             continue
         frame = min(int(middle / SILERO_STEP), len(mask) - 1)
         if frame >= 0 and runs[frame]:
-            run = np.flatnonzero(runs == runs[frame])
-            start, end = run[0] * SILERO_STEP, (run[-1] + 1) * SILERO_STEP
-            seconds = run_confident[runs[frame]]
+            run = runs[frame]
+            start, end = run_starts[run - 1] * SILERO_STEP, run_ends[run - 1] * SILERO_STEP
+            seconds = run_confident[run]
         else:
             start, end = max(0.0, word.start - 0.5), word.end + 0.5
             seconds = confident[int(start / SILERO_STEP):int(end / SILERO_STEP) + 1].sum() * SILERO_STEP
         if seconds == 0 and any(t.start < end and t.end > start for t in rejected):
             out.append(word)
     return out
+
+
+def drop_unsupported_words(words: list, decision: SpeechDecision, diarization, options: SpeechGateOptions,
+                           uri: str = "audio") -> list:
+    """``words`` without the unsupported ones (see ``unsupported_words``), logged."""
+    dropped = unsupported_words(words, decision, diarization.turns, diarization.rejected_turns, options)
+    if not dropped:
+        return words
+    logger.info("%s: %d word(s) outside every speaker turn and confident speech dropped (music): %s",
+                uri, len(dropped), " ".join(w.word for w in dropped)[:200])
+    gone = {id(w) for w in dropped}
+    return [w for w in words if id(w) not in gone]
 
 
 class SileroSpeech:
@@ -300,6 +315,3 @@ class SpeechGate:
     def confirm(self, diarization, decision: SpeechDecision, **speaker_hints):
         """The diarization without speakers that have no confident speech (see ``confirm_speakers``)."""
         return confirm_speakers(diarization, decision, self.options, **speaker_hints)
-
-    def __call__(self, audio: np.ndarray, segmentation: Segmentation) -> Segmentation:
-        return gate_segmentation(segmentation, self.decide(audio, segmentation).mask)
