@@ -169,10 +169,16 @@ class FileFeatures:
         self.offset = 0
 
     def locate(self, chunk: np.ndarray) -> int | None:
+        """The chunk's offset: the last one found or a later one on the step grid, else an
+        earlier one. The encoder skips every chunk where no speaker says enough, so after a
+        pause the next chunk is several steps on (checking only the next step lost the file
+        at its first pause, and every later chunk fell back to its own spectrogram)."""
         size = self.waveform.shape[0]
-        for offset in (self.offset, self.offset + self.step, 0):
-            if offset % self.hop or offset >= size:
-                continue
+        head = min(64, chunk.shape[0])
+        for offset in (*range(self.offset, size, self.step), *range(0, min(self.offset, size), self.step)):
+            first = min(head, size - offset)
+            if offset % self.hop or not np.array_equal(chunk[:first], self.waveform[offset:offset + first]):
+                continue  # a few samples first: most offsets differ there
             inside = min(chunk.shape[0], size - offset)
             if np.array_equal(chunk[:inside], self.waveform[offset:offset + inside]) and \
                     not np.any(chunk[inside:]):
