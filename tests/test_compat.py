@@ -103,3 +103,36 @@ def test_silero_probabilities_in_small_batches_equal_faster_whispers_own_call():
         assert np.array_equal(silero_probabilities(model, audio, batch), expected)
     with pytest.raises(ValueError):
         silero_probabilities(model, audio[:1000])
+
+
+def test_pyannote_clustering_links_through_the_bounded_linkage():
+    """pyannote's clusterings call ``linkage`` by module name: it must be diarkit's bounded one."""
+    import pyannote.audio.pipelines.clustering as clustering
+    from diarkit.compat import pyannote
+
+    assert clustering.linkage is pyannote.bounded_linkage
+
+
+@pytest.mark.parametrize("method", ["centroid", "ward", "single"])
+def test_vector_linkage_gives_scipys_dendrogram(method):
+    """Above the size bound the linkage runs on vectors: same merges, same clusters as scipy."""
+    import numpy as np
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from diarkit.compat.pyannote import bounded_linkage
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(12, 64))
+    points = centres[rng.integers(0, 12, size=900)] + 0.6 * rng.normal(size=(900, 64))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    expected = linkage(points, method=method, metric="euclidean")
+    small = bounded_linkage(points, method=method, metric="euclidean")  # under the bound: scipy itself
+    vector = bounded_linkage(points, method=method, metric="euclidean", vector_from=100)
+    assert np.array_equal(small, expected)
+    assert np.array_equal(vector[:, [0, 1, 3]], expected[:, [0, 1, 3]])
+    assert np.allclose(vector[:, 2], expected[:, 2], atol=1e-9)
+    threshold = float(np.median(expected[:, 2][-20:]))
+    assert np.array_equal(fcluster(vector, threshold, "distance"), fcluster(expected, threshold, "distance"))
+    # cosine is not a vector metric: it stays with scipy whatever the size
+    assert np.array_equal(bounded_linkage(points, method="average", metric="cosine", vector_from=100),
+                          linkage(points, method="average", metric="cosine"))
