@@ -59,6 +59,8 @@ class EpisodeScore:
     enrolled_named: float = 0.0  # of those, seconds carrying the right name
     enrolled_wrong: float = 0.0  # seconds carrying another voice's name
     enrolled_ceiling: float = 0.0  # seconds its optimally mapped hypothesis speaker covers (naming's best)
+    enrolled_missed: float = 0.0  # seconds no hypothesis speaker covers (lost before any naming)
+    enrolled_lost_in_overlap: float = 0.0  # of the seconds not named right, those where the reference overlaps
     strangers: int = 0  # never-enrolled speaker appearances
     strangers_named: int = 0
     stranger_speech: float = 0.0
@@ -118,6 +120,8 @@ def score_episode(uri: str, duration: float, ref_turns, hyp_turns, names: dict[s
     any_named = np.zeros(frames, dtype=bool)
     for row in named_rows.values():
         any_named |= hyp[row]
+    any_hyp = hyp.any(axis=0)
+    ref_overlap = ref.sum(axis=0) > 1
     for j, speaker in enumerate(ref_labels):
         speech = ref[j]
         seconds = float(speech.sum()) * FRAME
@@ -133,6 +137,8 @@ def score_episode(uri: str, duration: float, ref_turns, hyp_turns, names: dict[s
                 if name != speaker:  # another voice's name, where that voice is not speaking
                     wrong |= hyp[row] & (~ref[ref_labels.index(name)] if name in ref_labels else True)
             out.enrolled_wrong += float((speech & wrong & ~right).sum()) * FRAME
+            out.enrolled_missed += float((speech & ~any_hyp).sum()) * FRAME
+            out.enrolled_lost_in_overlap += float((speech & ~right & ref_overlap).sum()) * FRAME
         else:
             out.strangers += 1
             out.stranger_speech += seconds
@@ -152,6 +158,8 @@ def totals(scores: list[EpisodeScore]) -> dict[str, float]:
         "enrolled_named": ratio(s("enrolled_named"), s("enrolled_speech")),
         "enrolled_wrong": ratio(s("enrolled_wrong"), s("enrolled_speech")),
         "enrolled_ceiling": ratio(s("enrolled_ceiling"), s("enrolled_speech")),
+        "enrolled_missed": ratio(s("enrolled_missed"), s("enrolled_speech")),
+        "enrolled_lost_in_overlap": ratio(s("enrolled_lost_in_overlap"), s("enrolled_speech")),
         "strangers_named": ratio(s("strangers_named"), s("strangers")),
         "stranger_speech_named": ratio(s("stranger_named_speech"), s("stranger_speech")),
         "der_plain": ratio(s("der_plain"), s("total")),
@@ -325,20 +333,29 @@ def markdown(report: dict) -> str:
              f"{', '.join(report['never_enrolled'])}.", "",
              "Enrolled named: share of enrolled voices' speech carrying the right name; ceiling: the share "
              "their optimally mapped diarization speaker covers (what perfect naming of this diarization "
-             "would reach).", "",
-             "| episode | dur (s) | speakers | enrolled named | ceiling | wrong name | strangers named | DER plain | DER names |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "would reach); missed: the share no diarization speaker covers (lost before naming).", "",
+             "| episode | dur (s) | speakers | enrolled named | ceiling | wrong name | missed | strangers named "
+             "| DER plain | DER names |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     pct = lambda a, b: f"{100 * a / b:.1f}%" if b else "-"  # noqa: E731
     for e in report["episodes"]:
         lines.append(f"| {e['uri']} | {e['duration']:.1f} | {' '.join(e['speakers'])} | "
                      f"{pct(e['enrolled_named'], e['enrolled_speech'])} | {pct(e['enrolled_ceiling'], e['enrolled_speech'])} | "
                      f"{pct(e['enrolled_wrong'], e['enrolled_speech'])} | "
+                     f"{pct(e['enrolled_missed'], e['enrolled_speech'])} | "
                      f"{e['strangers_named']}/{e['strangers']} | {pct(e['der_plain'], e['total'])} | "
                      f"{pct(e['der_named'], e['total'])} |")
     lines.append(f"| **overall** | | | **{100 * o['enrolled_named']:.1f}%** | {100 * o['enrolled_ceiling']:.1f}% | "
-                 f"{100 * o['enrolled_wrong']:.1f}% | "
+                 f"{100 * o['enrolled_wrong']:.1f}% | {100 * o['enrolled_missed']:.1f}% | "
                  f"**{100 * o['strangers_named']:.1f}%** ({100 * o['stranger_speech_named']:.1f}% of their speech) | "
                  f"{100 * o['der_plain']:.2f}% | **{100 * o['der_named']:.2f}%** |")
+    lost = 1.0 - o["enrolled_named"]
+    unnamed = max(0.0, lost - o["enrolled_missed"] - o["enrolled_wrong"])
+    lines += ["", f"Where the enrolled speech not named right goes ({100 * lost:.1f}% of the enrolled speech): "
+                  f"no diarization speaker {100 * o['enrolled_missed']:.1f}%, another voice's name {100 * o['enrolled_wrong']:.1f}%, "
+                  f"an unnamed speaker (or another voice's name while that voice speaks too) "
+                  f"{100 * unnamed:.1f}%; {100 * o['enrolled_lost_in_overlap']:.1f}% is where the reference has "
+                  f"two speakers at once."]
     lines += ["", "Targets:", ""]
     for text, ok, value in verdicts(o):
         lines.append(f"- {'MET' if ok else 'NOT MET'}: {text}: {value}")

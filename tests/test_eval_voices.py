@@ -36,6 +36,20 @@ def test_wrong_names_cost_der_and_strangers_named_are_counted():
     assert overall["strangers_named"] == 1.0 and overall["der_named"] > overall["der_plain"]
 
 
+def test_lost_speech_is_split_into_missed_and_overlap():
+    ref = REF + [(8.0, 10.0, "lsX")]  # X talks over the end of A
+    hyp = [(2.0, 10.0, "SPEAKER_00"), (10.0, 20.0, "SPEAKER_01"), (20.0, 30.0, "SPEAKER_02")]
+    e = score_episode("ep", 30.0, ref, hyp, {"SPEAKER_00": "lsA", "SPEAKER_01": "lsB"}, {"lsA", "lsB"})
+    assert e.enrolled_missed == pytest.approx(2.0)  # A's first 2 s: no speaker at all
+    assert e.enrolled_named == pytest.approx(18.0) and e.enrolled_lost_in_overlap == 0
+    hyp = [(0.0, 8.0, "SPEAKER_00"), (8.0, 10.0, "SPEAKER_02"), (10.0, 20.0, "SPEAKER_01"),
+           (20.0, 30.0, "SPEAKER_02")]  # the overlap went to the stranger's speaker alone
+    e = score_episode("ep", 30.0, ref, hyp, {"SPEAKER_00": "lsA", "SPEAKER_01": "lsB"}, {"lsA", "lsB"})
+    assert e.enrolled_missed == 0 and e.enrolled_lost_in_overlap == pytest.approx(2.0)
+    overall = totals([e])
+    assert overall["enrolled_missed"] == 0 and overall["enrolled_lost_in_overlap"] == pytest.approx(0.1)
+
+
 def test_rescore_remakes_the_report_without_models(tmp_path, capsys):
     scores = REPO / "eval" / "results" / "voices-dev" / "scores.json"
     shutil.copy(scores, tmp_path / "scores.json")
@@ -45,5 +59,6 @@ def test_rescore_remakes_the_report_without_models(tmp_path, capsys):
     assert report["threshold"] == 0.95 and len(report["episodes"]) == len(json.loads(scores.read_text())["episodes"])
     assert code == 1 and "NOT MET: enrolled speakers' speech named correctly" in out  # 0.95 names almost nothing
     assert (tmp_path / "threshold_curve.png").stat().st_size > 1000
+    assert "Where the enrolled speech not named right goes" in (tmp_path / "report.md").read_text()
     sweep = {row["threshold"]: row for row in report["sweep"]}
     assert sweep[0.6]["strangers_named"] >= sweep[0.8]["strangers_named"]
