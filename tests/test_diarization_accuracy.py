@@ -155,3 +155,28 @@ def test_small_fragment_of_a_voice_rejoins_it(pipeline, conversations):
 
     off = Diarizer(segmenter, pipeline.encoder, DiarizationOptions(small_speaker_merge_threshold=None))
     assert off.pipeline.clustering.small_merge_threshold is None
+
+
+def test_exclusive_frames_follow_the_chunk_majority():
+    """A frame is a speaker's own when at least half of the chunks covering it say it speaks alone."""
+    import numpy as np
+    from diarkit.compat.pyannote import SlidingWindow, SlidingWindowFeature
+    from diarkit.diarization.clustering import exclusive_speech_frames
+
+    # 3 chunks of 4 frames, 2 frames apart: file frames 0..7; 2 local speakers per chunk
+    data = np.zeros((3, 4, 2), dtype=np.float32)
+    data[0, :, 0] = 1            # chunk 0: local 0 on frames 0-3
+    data[1, :2, 0] = 1           # chunk 1 (frames 2-5): local 0 on 2-3 ...
+    data[1, 1, 1] = 1            # ... and local 1 over file frame 3 (overlap)
+    data[2, 2:, 1] = 1           # chunk 2 (frames 4-7): local 1 on 6-7
+    chunks = SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=4.0, step=2.0))
+    frames = SlidingWindow(start=0.0, duration=1.0, step=1.0)
+    ours = np.array([[True, False], [True, False], [False, False]])  # speaker A = local 0 of chunks 0, 1
+    theirs = np.array([[False, True], [False, True], [False, True]])
+    a = exclusive_speech_frames(chunks, frames, ours)
+    b = exclusive_speech_frames(chunks, frames, theirs)
+    # frame 3: chunk 0 says A alone, chunk 1 says A and B: 1 of 2 votes, kept; frames 4-5: nobody
+    assert a.tolist() == [True, True, True, True, False, False, False, False]
+    # B alone nowhere in chunk 1 (its only frame overlaps A); frames 6-7 from chunk 2
+    assert b.tolist() == [False, False, False, False, False, False, True, True]
+    assert not exclusive_speech_frames(chunks, frames, np.zeros((3, 2), dtype=bool)).any()

@@ -32,19 +32,23 @@ def exclusive_speech_frames(segmentations: SlidingWindowFeature, frames: Sliding
     pooled from its clean stretches rather than from overlaps and turn edges.
     """
     data = segmentations.data  # (chunks, frames, local speakers), binarized
-    num_chunks, num_frames, _ = data.shape
-    ours = np.any(data * members[:, None, :], axis=2)
-    others = np.any(data * ~members[:, None, :], axis=2)
-    exclusive = (ours & ~others).astype(np.float32)
+    num_chunks, num_frames, num_local = data.shape
+    # one local speaker at a time, in booleans: the split and merge checks call this for
+    # every candidate speaker (a tenth of the time of multiplying the whole float array)
+    ours = np.zeros((num_chunks, num_frames), dtype=bool)
+    others = np.zeros((num_chunks, num_frames), dtype=bool)
+    for s in range(num_local):
+        active = data[:, :, s] != 0
+        ours |= active & members[:, s, None]
+        others |= active & ~members[:, s, None]
+    exclusive = ours & ~others
     chunks = segmentations.sliding_window
     offsets = np.rint(np.array([chunks[c].start for c in range(num_chunks)]) / frames.step).astype(int)
     total = int(offsets[-1]) + num_frames
-    votes = np.zeros(total, dtype=np.float32)
-    cover = np.zeros(total, dtype=np.float32)
-    index = offsets[:, None] + np.arange(num_frames)[None, :]
-    np.add.at(votes, index, exclusive)
-    np.add.at(cover, index, 1.0)
-    return votes >= 0.5 * np.maximum(cover, 1.0)
+    index = (offsets[:, None] + np.arange(num_frames)[None, :]).ravel()
+    votes = np.bincount(index, weights=exclusive.ravel(), minlength=total)  # counts: exact in float64
+    cover = np.bincount(index, minlength=total)
+    return votes >= 0.5 * np.maximum(cover, 1)
 
 
 def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWindow,
