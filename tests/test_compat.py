@@ -101,8 +101,15 @@ def test_silero_probabilities_in_small_batches_equal_faster_whispers_own_call():
     expected = np.asarray(model(audio.copy())).reshape(-1)
     for batch in (7, 64, 10000):
         assert np.array_equal(silero_probabilities(model, audio, batch), expected)
+    # a length that is not whole frames: as faster-whisper's call on the file padded with zeros,
+    # without that padded copy of the file (only the last batch is padded)
+    cut = audio[:512 * 299 + 100]
+    expected = np.asarray(model(np.pad(cut, (0, 412)))).reshape(-1)
+    assert expected.shape == (300,)
+    for batch in (7, 64, 299, 300, 10000):
+        assert np.array_equal(silero_probabilities(model, cut, batch), expected)
     with pytest.raises(ValueError):
-        silero_probabilities(model, audio[:1000])
+        silero_probabilities(model, audio.reshape(2, -1))
 
 
 def test_pyannote_clustering_links_through_the_bounded_linkage():
@@ -111,6 +118,46 @@ def test_pyannote_clustering_links_through_the_bounded_linkage():
     from diarkit.compat import pyannote
 
     assert clustering.linkage is pyannote.bounded_linkage
+
+
+def test_pyannote_diarization_binarizes_through_the_bounded_binarize():
+    import pyannote.audio.pipelines.speaker_diarization as speaker_diarization
+    from diarkit.compat import pyannote
+
+    assert speaker_diarization.binarize is pyannote.bounded_binarize
+    assert pyannote.binarize is pyannote.bounded_binarize
+
+
+@pytest.mark.parametrize("onset,offset,initial", [(0.45, None, False), (0.5, 0.3, None), (0.6, 0.4, True),
+                                                  (0.5, 0.5, "array")])
+def test_bounded_binarize_gives_pyannotes_states(onset, offset, initial):
+    """Blocks of chunks instead of the whole segmentation at once: the same states, NaN and
+    scores exactly at the thresholds included, across several blocks."""
+    import numpy as np
+    from pyannote.audio.utils.signal import binarize as pyannote_binarize
+    from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+    from diarkit.compat import pyannote
+
+    rng = np.random.default_rng(1)
+    chunks, frames, classes = 2 * pyannote.BINARIZE_BLOCK_CHUNKS + 77, 40, 3
+    data = rng.random((chunks, frames, classes))
+    data[rng.random(data.shape) < 0.2] = onset  # ties: keep the previous state
+    if offset is not None:
+        data[rng.random(data.shape) < 0.2] = offset
+    data[rng.random(data.shape) < 0.05] = np.nan
+    data[:5] = (onset + (offset or onset)) / 2  # rows where no frame decides: the initial state
+    scores = SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=5.0, step=0.5))
+    if initial == "array":
+        initial = rng.random(chunks * classes) < 0.5
+    expected = pyannote_binarize(scores, onset=onset, offset=offset, initial_state=initial)
+    found = pyannote.bounded_binarize(scores, onset=onset, offset=offset, initial_state=initial)
+    assert found.data.dtype == expected.data.dtype == np.float64
+    assert np.array_equal(found.data, expected.data)
+    assert found.sliding_window is scores.sliding_window
+    assert 0.2 < found.data.mean() < 0.8  # both states occur
+    flat = SlidingWindowFeature(data[0], SlidingWindow(start=0.0, duration=0.1, step=0.1))  # 2-D: pyannote's own
+    assert np.array_equal(pyannote.bounded_binarize(flat, onset=onset).data, pyannote_binarize(flat, onset=onset).data)
 
 
 @pytest.mark.parametrize("method", ["centroid", "ward", "single"])

@@ -180,3 +180,31 @@ def test_exclusive_frames_follow_the_chunk_majority():
     # B alone nowhere in chunk 1 (its only frame overlaps A); frames 6-7 from chunk 2
     assert b.tolist() == [False, False, False, False, False, False, True, True]
     assert not exclusive_speech_frames(chunks, frames, np.zeros((3, 2), dtype=bool)).any()
+
+
+def test_pooled_speech_from_runs_is_the_masked_speech_and_its_ten_pieces():
+    """The checks cut a speaker's pooled speech from its runs: the same samples as masking the
+    file and cutting ten evenly spread pieces, without file-sized arrays."""
+    import numpy as np
+    from diarkit.compat.pyannote import SlidingWindow, SlidingWindowFeature
+    from diarkit.audio import pooled_speech
+    from diarkit.diarization.clustering import exclusive_speech_mask, exclusive_speech_runs
+
+    rng = np.random.default_rng(4)
+    data = (rng.random((60, 20, 3)) < 0.4).astype(np.float32)
+    chunks = SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=2.0, step=0.5))
+    frames = SlidingWindow(start=-0.03, duration=0.1, step=0.1)  # a frame before the file: clipped
+    members = rng.random((60, 3)) < 0.5
+    num_samples = 31 * 1600 + 7  # the last frames run past the end: clipped
+    waveform = rng.standard_normal(num_samples).astype(np.float32)
+    mask = exclusive_speech_mask(chunks, frames, members, num_samples, 1600)
+    runs = exclusive_speech_runs(chunks, frames, members, num_samples, 1600)
+    assert len(runs) > 5 and np.all(runs[1:, 0] > runs[:-1, 1])  # disjoint, in order, not touching
+    speech = waveform[mask]
+    for limit in (len(speech), len(speech) + 1, len(speech) - 1, 1000, 37):
+        expected = speech
+        if len(speech) > limit:
+            piece, take = len(speech) // 10, limit // 10
+            expected = np.concatenate([speech[i * piece:i * piece + take] for i in range(10)])
+        assert np.array_equal(pooled_speech(waveform, runs, limit), expected), limit
+    assert pooled_speech(waveform, runs[:0], 100).shape == (0,)

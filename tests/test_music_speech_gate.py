@@ -228,3 +228,36 @@ def test_quiet_real_speech_with_little_confident_silero_keeps_its_speaker(pipeli
     speech, _ = sf.read(str(sample_wav), dtype="float32")
     result = pipeline.transcribe(speech[: 8 * SAMPLE_RATE], uri="quiet")
     assert result.num_speakers >= 1 and result.turns
+
+
+def test_silero_pass_does_not_copy_the_file():
+    """The gate's silero pass holds a batch at a time: its memory does not grow with the file.
+
+    It used to pad a copy of the whole file to whole frames first (230 MB on an hour).
+    """
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = (
+        "import resource, sys\n"
+        "import numpy as np\n"
+        "from diarkit.speech import SileroSpeech\n"
+        "detector = SileroSpeech()\n"
+        "detector(np.zeros(16000 * 60 + 100, dtype=np.float32))  # the session's own buffers, once\n"
+        "audio = np.empty(16000 * 1200 + 100, dtype=np.float32)  # 20 min, not whole frames\n"
+        "np.random.default_rng(0).standard_normal(dtype=np.float32, out=audio)\n"
+        "audio *= 0.05\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "probs = detector(audio)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(audio.nbytes, len(probs), after - before)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+    assert proc.returncode == 0, proc.stderr
+    nbytes, frames, growth = map(int, proc.stdout.split())
+    assert frames == -(-(16000 * 1200 + 100) // 512)
+    assert growth < 0.5 * nbytes, f"silero grew {growth / 2**20:.0f} MiB over {nbytes / 2**20:.0f} MiB of audio"

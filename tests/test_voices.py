@@ -331,3 +331,35 @@ def test_serve_takes_the_library_from_the_json_body_and_refuses_a_missing_one(li
         assert "/nonexistent/lib" in json.dumps(error) and "not found" in json.dumps(error)
     finally:
         server.stop()
+
+
+def test_single_speaker_runs_are_the_samples_where_one_voice_speaks_alone():
+    """The naming and enrollment cut each speaker's speech from runs found by a sweep over the
+    turns; the samples must be those of the per-speaker masks they replace (a speaker's own
+    overlapping turns count once, turns past the end are clipped, empty ones ignored)."""
+    from diarkit.audio import pooled_speech
+    from diarkit.result import SpeakerTurn
+    from diarkit.voices.speech import single_speaker_runs, speech_seconds
+
+    rng = np.random.default_rng(7)
+    sr, num_samples = 100, 6000  # 60 s at 100 Hz keeps the reference masks small
+    turns = []
+    for _ in range(60):
+        start = float(rng.uniform(-2, 62))
+        turns.append(SpeakerTurn(round(start, 2), round(start + float(rng.uniform(0, 4)), 2), f"S{rng.integers(4)}"))
+    turns.append(SpeakerTurn(10.0, 10.0, "S0"))  # empty
+    active = {t.speaker: np.zeros(num_samples, dtype=bool) for t in turns}
+    for t in turns:  # the masks the runs replace
+        a, b = max(0, int(round(t.start * sr))), min(num_samples, int(round(t.end * sr)))
+        if b > a:
+            active[t.speaker][a:b] = True
+    alone = sum(m.astype(int) for m in active.values()) == 1
+    waveform = rng.standard_normal(num_samples).astype(np.float32)
+    runs = single_speaker_runs(turns, num_samples, sr)
+    assert sorted(runs) == sorted(active)
+    for label, mask in active.items():
+        own = runs[label]
+        assert np.all(own[1:, 0] > own[:-1, 1]) and np.all(own[:, 1] > own[:, 0])
+        assert np.array_equal(pooled_speech(waveform, own, num_samples), waveform[mask & alone]), label
+        assert speech_seconds(own, sr) == (mask & alone).sum() / sr
+    assert any(len(r) > 2 for r in runs.values())

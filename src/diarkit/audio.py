@@ -279,3 +279,32 @@ def _read_samples(stream, expected: int, max_samples: int | None) -> tuple[np.nd
 def _last_line(stderr: bytes) -> str:
     lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
+
+
+def pooled_speech(waveform: np.ndarray, runs: np.ndarray, limit: int) -> np.ndarray:
+    """One voice's speech for a pooled embedding: the samples of ``runs`` ((start, end) in
+    order, disjoint), or above ``limit`` samples ten pieces of it spread evenly (a voice is
+    steady well before that; the encoder's spectrogram stays small).
+
+    Cut from the runs without a sample mask or the whole speech: on an hour both are
+    file-sized (a speaker's mask 55 MiB), for every speaker the diarizer's checks and the
+    voice library pool.
+    """
+    lengths = runs[:, 1] - runs[:, 0]
+    total = int(lengths.sum())
+    if total <= limit:
+        return np.concatenate([waveform[a:b] for a, b in runs]) if len(runs) else waveform[:0].copy()
+    starts = np.concatenate([[0], np.cumsum(lengths)])  # each run's place in the pooled speech
+
+    def span(lo: int, hi: int) -> list[np.ndarray]:  # pooled positions [lo, hi) from the file
+        out = []
+        for r in range(int(np.searchsorted(starts, lo, side="right")) - 1, len(runs)):
+            if starts[r] >= hi:
+                break
+            a, b = max(lo, starts[r]), min(hi, starts[r + 1])
+            out.append(waveform[runs[r, 0] + a - starts[r]:runs[r, 0] + b - starts[r]])
+        return out
+
+    piece, take = total // 10, limit // 10
+    parts = [part for i in range(10) for part in span(i * piece, i * piece + take)]
+    return np.concatenate(parts) if parts else waveform[:0].copy()

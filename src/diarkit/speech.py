@@ -272,8 +272,7 @@ class SileroSpeech:
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         if audio.size == 0:
             return np.zeros(0, dtype=np.float32)
-        padded = np.pad(np.asarray(audio, dtype=np.float32), (0, -len(audio) % SILERO_WINDOW))
-        return silero_probabilities(self.model, padded)
+        return silero_probabilities(self.model, audio)  # pads only its last batch: no copy of the file
 
 
 def gate_segmentation(segmentation: Segmentation, mask: np.ndarray, *, keep_ungated: bool = False) -> Segmentation:

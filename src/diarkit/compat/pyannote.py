@@ -12,11 +12,12 @@ import warnings
 import fastcluster
 import numpy as np
 import pyannote.audio.pipelines.clustering as _pyannote_clustering
+import pyannote.audio.pipelines.speaker_diarization as _pyannote_speaker_diarization
 from scipy.cluster.hierarchy import linkage as _scipy_linkage
 from pyannote.audio import Audio, Inference, Model, Pipeline
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.utils.powerset import Powerset
-from pyannote.audio.utils.signal import binarize
+from pyannote.audio.utils.signal import binarize as _pyannote_binarize
 from pyannote.audio.pipelines.clustering import AgglomerativeClustering, Clustering
 from pyannote.audio.pipelines.speaker_diarization import SpeakerDiarization
 from pyannote.core import Annotation, Segment, SlidingWindow, SlidingWindowFeature
@@ -24,7 +25,7 @@ from pyannote.pipeline.parameter import ParamDict, Uniform
 
 __all__ = ["AgglomerativeClustering", "Annotation", "Audio", "binarize", "Clustering", "Inference", "Model", "PLDA",
            "ParamDict", "Pipeline", "Powerset", "Segment", "SlidingWindow", "SlidingWindowFeature", "SpeakerDiarization", "Uniform",
-           "POWERSET_SPECIFICATION_ATTRIBUTES", "SPEAKER_DIARIZATION_ATTRIBUTES", "bounded_linkage"]
+           "POWERSET_SPECIFICATION_ATTRIBUTES", "SPEAKER_DIARIZATION_ATTRIBUTES", "bounded_binarize", "bounded_linkage"]
 
 #: what diarkit reads on a powerset model's specifications (segmentation-3.0)
 POWERSET_SPECIFICATION_ATTRIBUTES = ("powerset", "classes", "powerset_max_classes", "duration")
@@ -66,3 +67,57 @@ def bounded_linkage(y, method: str = "single", metric: str = "euclidean", optima
 
 
 _pyannote_clustering.linkage = bounded_linkage
+
+
+#: chunks binarized at a time by ``bounded_binarize``
+BINARIZE_BLOCK_CHUNKS = 512
+
+
+def _hysteresis_rows(scores: np.ndarray, onset: float, offset: float, initial: np.ndarray) -> np.ndarray:
+    """pyannote's ``binarize_ndarray`` on (rows, frames): each frame takes the state of the
+    last frame at or before it that is above ``onset`` (on) or below ``offset`` (off), else
+    ``initial``."""
+    scores = np.nan_to_num(scores)
+    on = scores > onset
+    defined = (scores < offset) | on
+    frames = np.arange(scores.shape[1], dtype=np.int32)
+    last = np.maximum.accumulate(np.where(defined, frames, np.int32(-1)), axis=1)
+    state = np.take_along_axis(on, np.maximum(last, 0), axis=1)
+    return np.where(last >= 0, state, initial[:, None])
+
+
+def bounded_binarize(scores, onset: float = 0.5, offset: float | None = None, initial_state=None):
+    """pyannote's ``binarize``, with chunked segmentations binarized a block of chunks at a time.
+
+    pyannote's version gathers the index of every well-defined frame of every (chunk, local
+    speaker) row through Python tuples, then several int64 arrays of the whole segmentation:
+    on the hour's 7 200 chunks the diarization stage peaked +500 MiB in it. The same states
+    come out (tests/test_compat.py), with the output (float64, as pyannote's) the only
+    whole-size array. Other inputs go to pyannote's. pyannote's diarization pipeline calls
+    ``binarize`` by its module name, which is pointed here below.
+    """
+    if not (isinstance(scores, SlidingWindowFeature) and scores.data.ndim == 3):
+        return _pyannote_binarize(scores, onset=onset, offset=offset, initial_state=initial_state)
+    offset = offset or onset  # as pyannote: offset=0.0 means onset
+    data = scores.data
+    num_chunks, num_frames, num_classes = data.shape
+    if isinstance(initial_state, np.ndarray):
+        if initial_state.shape != (num_chunks * num_classes,) or initial_state.dtype != bool:
+            raise ValueError("initial_state must be a bool array of num_chunks * num_classes rows")
+    binarized = np.empty(data.shape, dtype=np.float64)
+    for a in range(0, num_chunks, BINARIZE_BLOCK_CHUNKS):
+        b = min(num_chunks, a + BINARIZE_BLOCK_CHUNKS)
+        rows = np.ascontiguousarray(data[a:b].transpose(0, 2, 1)).reshape(-1, num_frames)  # (c k) f
+        if initial_state is None:
+            initial = np.nan_to_num(rows[:, 0]) >= 0.5 * (onset + offset)
+        elif isinstance(initial_state, np.ndarray):
+            initial = initial_state[a * num_classes:b * num_classes]
+        else:
+            initial = np.full(rows.shape[0], bool(initial_state))
+        states = _hysteresis_rows(rows, onset, offset, initial)
+        binarized[a:b] = states.reshape(b - a, num_classes, num_frames).transpose(0, 2, 1)
+    return SlidingWindowFeature(binarized, scores.sliding_window)
+
+
+binarize = bounded_binarize
+_pyannote_speaker_diarization.binarize = bounded_binarize

@@ -23,6 +23,7 @@ import logging
 
 import numpy as np
 from diarkit.compat.pyannote import AgglomerativeClustering, SlidingWindow, SlidingWindowFeature
+from diarkit.audio import pooled_speech
 from sklearn.cluster import KMeans
 
 logger = logging.getLogger(__name__)
@@ -55,14 +56,23 @@ def exclusive_speech_frames(segmentations: SlidingWindowFeature, frames: Sliding
     return votes >= 0.5 * np.maximum(cover, 1)
 
 
+def exclusive_speech_runs(segmentations: SlidingWindowFeature, frames: SlidingWindow,
+                          members: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
+    """The samples of ``exclusive_speech_frames`` as (start, end) runs, in order, disjoint."""
+    keep = exclusive_speech_frames(segmentations, frames, members)
+    edges = np.rint((frames.start + np.arange(len(keep) + 1) * frames.step) * sample_rate).astype(np.int64)
+    flips = np.flatnonzero(np.diff(np.concatenate([[False], keep, [False]]).astype(np.int8)))
+    runs = np.stack([edges[flips[0::2]], edges[flips[1::2]]], axis=1) if len(flips) else np.zeros((0, 2), np.int64)
+    runs = np.clip(runs, 0, num_samples)
+    return runs[runs[:, 1] > runs[:, 0]]
+
+
 def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWindow,
                           members: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
     """The samples of ``exclusive_speech_frames``."""
-    keep = exclusive_speech_frames(segmentations, frames, members)
-    edges = np.rint((frames.start + np.arange(len(keep) + 1) * frames.step) * sample_rate).astype(int)
     mask = np.zeros(num_samples, dtype=bool)
-    for start, end in zip(edges[:-1][keep], edges[1:][keep]):
-        mask[max(start, 0):min(end, num_samples)] = True
+    for start, end in exclusive_speech_runs(segmentations, frames, members, num_samples, sample_rate):
+        mask[start:end] = True
     return mask
 
 
@@ -129,18 +139,12 @@ class SplitCheckedClustering(AgglomerativeClustering):
 
     def _pooled_embedding(self, waveform: np.ndarray, segmentations, frames, members,
                           sample_rate) -> np.ndarray | None:
-        mask = exclusive_speech_mask(segmentations, frames, members, waveform.shape[0], sample_rate)
-        if mask.sum() < self.min_split_seconds * sample_rate:
+        runs = exclusive_speech_runs(segmentations, frames, members, waveform.shape[0], sample_rate)
+        if (runs[:, 1] - runs[:, 0]).sum() < self.min_split_seconds * sample_rate:
             return None
         import torch
 
-        speech = waveform[mask]
-        limit = int(self.max_pooled_seconds * sample_rate)
-        if len(speech) > limit:
-            # a voice is steady well before 2 minutes; ten pieces spread over the file keep the
-            # encoder's spectrogram small on hour-long media
-            piece, take = len(speech) // 10, limit // 10
-            speech = np.concatenate([speech[i * piece:i * piece + take] for i in range(10)])
+        speech = pooled_speech(waveform, runs, int(self.max_pooled_seconds * sample_rate))
         embedding = self.encoder(torch.from_numpy(speech)[None, None], masks=None)[0]
         return None if np.isnan(embedding[0]) else embedding
 

@@ -21,10 +21,15 @@ import torch
 from diarkit.compat.pyannote import Inference, Model, Powerset, SlidingWindowFeature
 
 from diarkit.audio import SAMPLE_RATE
+from diarkit.memory import PeriodicRelease
 
 logger = logging.getLogger(__name__)
 # Lightning logs an INFO line on every load of this (old-format) checkpoint; nothing to act on
 logging.getLogger("lightning.pytorch.utilities.migration.utils").setLevel(logging.WARNING)
+
+#: batches of chunks between two returns of freed heap memory to the system (``PeriodicRelease``):
+#: on the hour the slide grew +281/+327 MiB at 4, +219/+221 at 1 (5% slower), up to +1 069 without
+RELEASE_EVERY_BATCHES = 4
 
 
 @dataclass
@@ -77,7 +82,8 @@ class Segmenter:
     def __call__(self, audio: np.ndarray) -> Segmentation:
         waveform = torch.from_numpy(audio).unsqueeze(0)
         with torch.inference_mode():
-            chunks = self.inference({"waveform": waveform, "sample_rate": SAMPLE_RATE})
+            chunks = self.inference({"waveform": waveform, "sample_rate": SAMPLE_RATE},
+                                    hook=PeriodicRelease(RELEASE_EVERY_BATCHES))
         if not self.powerset:
             return Segmentation(chunks=chunks, frames=self.frames)
         logp = torch.from_numpy(chunks.data)

@@ -172,21 +172,23 @@ def enroll_from_result(store, enroller: Enroller, result, result_path: Path, med
     from diarkit import audio as audio_io
     from diarkit.audio import SAMPLE_RATE
     from diarkit.voices.library import VoiceLibraryError
-    from diarkit.voices.speech import MIN_SECONDS, pooled_embedding, single_speaker_masks
+    from diarkit.voices.speech import (MAX_SECONDS, MIN_SECONDS, pooled_embedding, single_speaker_runs,
+                                       speech_seconds)
 
     samples = audio_io.decode(media)
-    masks = single_speaker_masks(result.turns, samples.shape[0])
+    runs = single_speaker_runs(result.turns, samples.shape[0])
     prepared = []
     for label, name in pairs.items():
-        speech = samples[masks[label]]
-        embedding = pooled_embedding(enroller.encoder, speech)
+        seconds = speech_seconds(runs[label])
+        embedding = pooled_embedding(enroller.encoder,
+                                     audio_io.pooled_speech(samples, runs[label], int(MAX_SECONDS * SAMPLE_RATE)))
         if embedding is None:
             raise VoiceLibraryError(
-                f"{label} has only {len(speech) / SAMPLE_RATE:.1f} s of single-speaker speech, "
+                f"{label} has only {seconds:.1f} s of single-speaker speech, "
                 f"{MIN_SECONDS:.0f} s at least are needed", path=str(result_path),
                 hint="enroll that voice from another episode or from clips")
         prepared.append((name, embedding, {"kind": "result", "source": str(media), "result": str(result_path),
-                                           "speaker": label, "seconds": round(len(speech) / SAMPLE_RATE, 3)}))
+                                           "speaker": label, "seconds": round(seconds, 3)}))
     return [(name, _save(store, name, enroller.model, [(embedding, source)], replace=replace), source)
             for name, embedding, source in prepared]
 
