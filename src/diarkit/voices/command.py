@@ -170,18 +170,15 @@ def enroll_from_result(store, enroller: Enroller, result, result_path: Path, med
     ``diarkit voices add-from`` and ``diarkit review --voices`` (on save) both come here.
     """
     from diarkit import audio as audio_io
-    from diarkit.audio import SAMPLE_RATE
     from diarkit.voices.library import VoiceLibraryError
-    from diarkit.voices.speech import (MAX_SECONDS, MIN_SECONDS, pooled_embedding, single_speaker_runs,
-                                       speech_seconds)
+    from diarkit.voices.speech import MIN_SECONDS, runs_embedding, single_speaker_runs, speech_seconds
 
     samples = audio_io.decode(media)
     runs = single_speaker_runs(result.turns, samples.shape[0])
     prepared = []
     for label, name in pairs.items():
         seconds = speech_seconds(runs[label])
-        embedding = pooled_embedding(enroller.encoder,
-                                     audio_io.pooled_speech(samples, runs[label], int(MAX_SECONDS * SAMPLE_RATE)))
+        embedding = runs_embedding(enroller.encoder, samples, runs[label])
         if embedding is None:
             raise VoiceLibraryError(
                 f"{label} has only {seconds:.1f} s of single-speaker speech, "

@@ -57,12 +57,16 @@ def single_speaker_runs(turns: list[SpeakerTurn], num_samples: int,
 
 def pooled_embedding(encoder, speech: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray | None:
     """Unit embedding of ``speech`` (already cut to one voice), or None when it is too short."""
-    if len(speech) < MIN_SECONDS * sample_rate:
+    return runs_embedding(encoder, speech, np.array([[0, len(speech)]], dtype=np.int64), sample_rate)
+
+
+def runs_embedding(encoder, samples: np.ndarray, runs: np.ndarray,
+                   sample_rate: int = SAMPLE_RATE) -> np.ndarray | None:
+    """Unit embedding of one voice's ``runs`` of ``samples`` (at most ``MAX_SECONDS`` of it, in
+    ten pieces), or None when they hold under ``MIN_SECONDS``."""
+    if speech_seconds(runs, sample_rate) < MIN_SECONDS:
         return None
-    limit = int(MAX_SECONDS * sample_rate)
-    if len(speech) > limit:
-        piece, take = len(speech) // 10, limit // 10
-        speech = np.concatenate([speech[i * piece:i * piece + take] for i in range(10)])
+    speech = pooled_speech(samples, runs, int(MAX_SECONDS * sample_rate))
     import torch
 
     with torch.inference_mode():
@@ -76,8 +80,7 @@ def speaker_embeddings(encoder, samples: np.ndarray, turns: list[SpeakerTurn],
     """{speaker: (pooled embedding or None, seconds of single-speaker speech)}."""
     out = {}
     for label, runs in single_speaker_runs(turns, samples.shape[0], sample_rate).items():
-        speech = pooled_speech(samples, runs, int(MAX_SECONDS * sample_rate))
-        out[label] = (pooled_embedding(encoder, speech, sample_rate), speech_seconds(runs, sample_rate))
+        out[label] = (runs_embedding(encoder, samples, runs, sample_rate), speech_seconds(runs, sample_rate))
     return out
 
 
