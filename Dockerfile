@@ -36,10 +36,10 @@ WORKDIR /opt/program
 # Dependencies first, so this (large) layer is rebuilt only when the pins change. The
 # torch wheel on PyPI is the CUDA build; it also runs on CPU.
 COPY requirements.txt ./
-RUN pip install -r requirements.txt
+RUN pip install --no-cache-dir -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY src/ src/
-RUN pip install --no-deps . && diarkit --version
+RUN pip install --no-cache-dir --no-deps . && diarkit --version
 
 ENV DIARKIT_MODEL_DIR=/opt/ml/model \
     DIARKIT_HOST=0.0.0.0 \

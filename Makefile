@@ -24,10 +24,15 @@ system-deps:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# torch's CUDA wheels make the venv about 8.5 GB; pip unpacks them from ~3.6 GB of downloads.
+# No pip cache (it would keep another copy of those downloads); a warning when the disk is short.
+NEED_GIB := 13
 $(STAMP): requirements.txt pyproject.toml | $(PY)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	@free=$$(df -Pk $(VENV) | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  [ "$$free" -ge $(NEED_GIB) ] || echo "warning: $$free GiB free on the disk of $(VENV); installing needs about $(NEED_GIB) GiB (torch's CUDA wheels). Free some space if pip stops with 'No space left on device'." >&2
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir -r requirements.txt
+	$(PY) -m pip install -q --no-cache-dir --no-deps -e .
 	touch $(STAMP)
 
 install: system-deps $(STAMP)
