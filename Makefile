@@ -24,7 +24,7 @@ system-deps:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch's CUDA wheels make the venv about 8.5 GB; pip unpacks them from ~3.6 GB of downloads.
+# torch's CUDA wheels make the venv about 8.5 GB; pip unpacks them from ~4 GB of downloads (torch and the nvidia wheels: 3.9 GB).
 # No pip cache (it would keep another copy of those downloads); a warning when the disk is short.
 NEED_GIB := 13
 $(STAMP): requirements.txt pyproject.toml | $(PY)
