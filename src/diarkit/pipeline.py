@@ -203,7 +203,8 @@ class DiarkitPipeline:
             with stage("transcribe"):
                 language = self.transcriber.resolve_language(samples, chunks, options.language)
                 texts = self.transcriber(samples, chunks, language,
-                                         progress=lambda done, total: report("transcribe", done, total + 1))
+                                         progress=lambda done, total: report("transcribe", done, total + 1),
+                                         keep_encoded_bytes=getattr(self.aligner, "encoder_reuse_bytes", 0))
             with stage("align"):
                 words_per_chunk = self.aligner(samples, texts, language) if texts else []
             if pending is None:

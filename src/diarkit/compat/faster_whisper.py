@@ -11,12 +11,20 @@ from faster_whisper.transcribe import merge_punctuations
 from faster_whisper.utils import get_assets_path
 from faster_whisper.vad import SileroVADModel
 
-__all__ = ["Tokenizer", "merge_punctuations", "WHISPER_MODEL_ATTRIBUTES", "SileroVADModel",
+__all__ = ["Tokenizer", "merge_punctuations", "storage_view", "WHISPER_MODEL_ATTRIBUTES", "SileroVADModel",
            "SILERO_VAD_PATH", "SILERO_WINDOW", "SILERO_CONTEXT", "silero_probabilities"]
 
 #: attributes of ``faster_whisper.WhisperModel`` diarkit uses for alignment and language checks
 WHISPER_MODEL_ATTRIBUTES = ("feat_kwargs", "frames_per_second", "feature_extractor", "encode",
                             "find_alignment", "hf_tokenizer", "model", "supported_languages")
+
+def storage_view(array: np.ndarray):
+    """A CTranslate2 StorageView over ``array``, what ``WhisperModel.find_alignment`` takes as
+    the encoder output (no copy; the view holds a reference to the array)."""
+    import ctranslate2
+
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(array))
+
 
 #: the silero VAD v6 ONNX model packaged with faster-whisper (pinned in requirements.txt)
 SILERO_VAD_PATH = os.path.join(get_assets_path(), "silero_vad_v6.onnx")

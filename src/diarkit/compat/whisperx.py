@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from pathlib import Path
+from typing import Callable
 
 import whisperx
 from whisperx.audio import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
@@ -12,8 +14,8 @@ from whisperx.diarize import Segment as VadSegment
 from whisperx.vads.pyannote import Binarize
 from whisperx.vads.vad import Vad
 
-__all__ = ["N_SAMPLES", "SAMPLE_RATE", "Binarize", "Vad", "VadSegment", "align", "load_align_model",
-           "load_model", "log_mel_spectrogram", "merge_vad_chunks"]
+__all__ = ["N_SAMPLES", "SAMPLE_RATE", "Binarize", "Vad", "VadSegment", "align", "encoder_outputs",
+           "load_align_model", "load_model", "log_mel_spectrogram", "merge_vad_chunks", "tap_encoder"]
 
 #: attributes of the object ``load_model`` returns that diarkit uses (checked by the tests)
 PIPELINE_ATTRIBUTES = ("model", "tokenizer", "detect_language", "__call__")
@@ -57,3 +59,39 @@ def load_model(path: str, device: str, **kwargs):
 def merge_vad_chunks(regions, chunk_size: float, onset: float, offset: float) -> list[dict]:
     """whisperx's cut of speech regions into <= chunk_size chunks (what WhisperX publishes)."""
     return Vad.merge_chunks([VadSegment(r.start, r.end, "UNKNOWN") for r in regions], chunk_size, onset, offset)
+
+
+_tap = threading.local()
+
+
+def tap_encoder(whisper) -> None:
+    """Let ``encoder_outputs`` see what the Whisper model's encoder returns (installed once).
+
+    whisperx's batched transcription encodes each batch of chunks inside
+    ``generate_segment_batched`` (``self.encode(features)``) and keeps nothing; the
+    cross-attention alignment needs the same encoder output again. The tap passes each output
+    to the calling thread's sink, when one is open, and returns it unchanged.
+    """
+    if getattr(whisper, "_diarkit_tap", False):
+        return
+    encode = whisper.encode
+
+    def tapped(features, *args, **kwargs):
+        output = encode(features, *args, **kwargs)
+        sink = getattr(_tap, "sink", None)
+        if sink is not None:
+            sink(output)
+        return output
+
+    whisper.encode = tapped
+    whisper._diarkit_tap = True
+
+
+@contextlib.contextmanager
+def encoder_outputs(sink: Callable[[object], None]):
+    """Within the block, every encoder output of a tapped model on this thread goes to ``sink``."""
+    _tap.sink = sink
+    try:
+        yield
+    finally:
+        _tap.sink = None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from diarkit.compat import whisperx
-from diarkit.compat.faster_whisper import merge_punctuations
+from diarkit.compat.faster_whisper import merge_punctuations, storage_view
 from diarkit.compat.whisperx import N_SAMPLES, SAMPLE_RATE, log_mel_spectrogram
 
 from diarkit.result import Word
@@ -26,9 +26,14 @@ class WhisperAligner:
 
     name = "whisper-attention"
 
-    def __init__(self, transcriber: Transcriber, batch_size: int = 8):
+    def __init__(self, transcriber: Transcriber, batch_size: int = 8,
+                 encoder_reuse_bytes: int = 128 * 1024 * 1024):
         self.transcriber = transcriber
         self.batch_size = batch_size
+        #: how much of the transcription's encoder output the pipeline asks it to keep for this
+        #: aligner: re-encoding was 77% of the alignment (4.7 of 6.1 s on 10 min, tiny.en, CPU);
+        #: the output is the same bytes whatever the batch (eval/BENCHMARK.md)
+        self.encoder_reuse_bytes = encoder_reuse_bytes
 
     def __call__(self, audio: np.ndarray, chunks: list[ChunkTranscript], language: str) -> list[list[Word]]:
         whisper = self.transcriber.whisper
@@ -37,18 +42,17 @@ class WhisperAligner:
         words_per_chunk: list[list[Word]] = []
         for first in range(0, len(chunks), self.batch_size):
             batch = chunks[first:first + self.batch_size]
-            features, tokens, frames = [], [], []
-            for chunk in batch:
-                piece = audio[int(chunk.start * SAMPLE_RATE):int(chunk.end * SAMPLE_RATE)][:N_SAMPLES]
-                features.append(log_mel_spectrogram(piece, n_mels=n_mels, padding=N_SAMPLES - piece.shape[0]).numpy())
-                tokens.append(tokenizer.encode(" " + chunk.text) if chunk.text else [])
-                frames.append(max(1, round(piece.shape[0] / SAMPLE_RATE * whisper.frames_per_second)))
+            pieces = [audio[int(c.start * SAMPLE_RATE):int(c.end * SAMPLE_RATE)][:N_SAMPLES] for c in batch]
+            tokens = [tokenizer.encode(" " + c.text) if c.text else [] for c in batch]
+            frames = [max(1, round(p.shape[0] / SAMPLE_RATE * whisper.frames_per_second)) for p in pieces]
             todo = [i for i, t in enumerate(tokens) if t]
             alignments: dict[int, list[dict]] = {}
             if todo:
-                encoded = whisper.encode(np.stack([features[i][:, : whisper.feature_extractor.nb_max_frames] for i in todo]))
+                encoded = self.encode(whisper, [pieces[i] for i in todo], [batch[i].encoded for i in todo], n_mels)
                 found = whisper.find_alignment(tokenizer, [tokens[i] for i in todo], encoded, [frames[i] for i in todo])
                 alignments = dict(zip(todo, found))
+            for chunk in batch:
+                chunk.encoded = None  # used: its memory goes back now, not after the last batch
             for i, chunk in enumerate(batch):
                 timing = alignments.get(i, [])
                 merge_punctuations(timing, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
@@ -62,6 +66,22 @@ class WhisperAligner:
                     words.append(Word(text, round(start, 3), round(end, 3), round(float(t["probability"]), 3)))
                 words_per_chunk.append(words)
         return words_per_chunk
+
+    @staticmethod
+    def encode(whisper, pieces: list[np.ndarray], kept: list[np.ndarray | None], n_mels: int):
+        """The encoder output of ``pieces``: the transcription's where it kept it, else encoded here."""
+        missing = [i for i, row in enumerate(kept) if row is None]
+        fresh = None
+        if missing:
+            features = [log_mel_spectrogram(pieces[i], n_mels=n_mels, padding=N_SAMPLES - pieces[i].shape[0]).numpy()
+                        [:, : whisper.feature_extractor.nb_max_frames] for i in missing]
+            fresh = whisper.encode(np.stack(features))
+            if len(missing) == len(kept):
+                return fresh  # nothing kept (or on a GPU): as it comes, wherever it lives
+        rows = list(kept)
+        for i, row in zip(missing, np.asarray(fresh) if fresh is not None else []):
+            rows[i] = row
+        return storage_view(np.stack(rows))
 
 
 class Wav2Vec2Aligner:

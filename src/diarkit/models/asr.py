@@ -6,9 +6,10 @@ the chunks our VAD already found rather than letting it run a second VAD of its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,9 @@ class ChunkTranscript:
     end: float
     text: str
     avg_logprob: float
+    #: the Whisper encoder's output for this chunk, kept for the cross-attention alignment
+    #: (which would otherwise encode the chunk again); the aligner drops it once used
+    encoded: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class _NoVad:
@@ -56,6 +60,7 @@ class Transcriber:
             asr_options={"beam_size": beam_size, "best_of": beam_size},
         )
         self.english_only = not self.pipeline.model.model.is_multilingual
+        whisperx.tap_encoder(self.pipeline.model)  # so a call can keep the encoder outputs
 
     @property
     def whisper(self):
@@ -84,7 +89,10 @@ class Transcriber:
         return self.pipeline.detect_language(audio[int(first.start * SAMPLE_RATE):])
 
     def __call__(self, audio: np.ndarray, chunks: list[SpeechChunk], language: str,
-                 progress: Callable[[int, int], None] | None = None) -> list[ChunkTranscript]:
+                 progress: Callable[[int, int], None] | None = None, *,
+                 keep_encoded_bytes: int = 0) -> list[ChunkTranscript]:
+        """``keep_encoded_bytes``: keep each chunk's encoder output (``ChunkTranscript.encoded``)
+        up to this many bytes in all, for the alignment (CPU only; 2.3 MB a chunk for tiny)."""
         if not chunks:
             return []
         pipe = self.pipeline
@@ -95,15 +103,33 @@ class Transcriber:
             for chunk in chunks:
                 yield {"inputs": audio[int(chunk.start * SAMPLE_RATE):int(chunk.end * SAMPLE_RATE)]}
 
+        kept: list[np.ndarray | None] = []
+        budget = keep_encoded_bytes if self.device == "cpu" else 0
+
+        def keep(output) -> None:  # one call per batch, its rows in chunk order
+            nonlocal budget
+            for row in np.asarray(output):  # a CPU StorageView is an array
+                if row.nbytes <= budget:
+                    kept.append(row.copy())  # a copy: the batch's buffer is freed with the batch
+                    budget -= row.nbytes
+                else:
+                    kept.append(None)
+
         out: list[ChunkTranscript] = []
-        for index, item in enumerate(pipe(inputs(), batch_size=self.batch_size, num_workers=0)):
-            text, logprob = item["text"], item["avg_logprob"]
-            if isinstance(text, list):
-                text, logprob = text[0], logprob[0]
-            chunk = chunks[index]
-            out.append(ChunkTranscript(chunk.start, chunk.end, text.strip(), float(logprob)))
-            if progress:
-                progress(index + 1, len(chunks))
+        with whisperx.encoder_outputs(keep) if budget > 0 else contextlib.nullcontext():
+            for index, item in enumerate(pipe(inputs(), batch_size=self.batch_size, num_workers=0)):
+                text, logprob = item["text"], item["avg_logprob"]
+                if isinstance(text, list):
+                    text, logprob = text[0], logprob[0]
+                chunk = chunks[index]
+                out.append(ChunkTranscript(chunk.start, chunk.end, text.strip(), float(logprob)))
+                if progress:
+                    progress(index + 1, len(chunks))
+        if len(kept) == len(out):
+            for transcript, encoded in zip(out, kept):
+                transcript.encoded = encoded
+        elif kept:  # not one encoder row per chunk: the alignment encodes again, as without
+            logger.debug("encoder outputs: %d for %d chunks, not kept", len(kept), len(out))
         return out
 
 
