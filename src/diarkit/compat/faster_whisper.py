@@ -18,6 +18,7 @@ __all__ = ["Tokenizer", "merge_punctuations", "storage_view", "WHISPER_MODEL_ATT
 WHISPER_MODEL_ATTRIBUTES = ("feat_kwargs", "frames_per_second", "feature_extractor", "encode",
                             "find_alignment", "hf_tokenizer", "model", "supported_languages")
 
+
 def storage_view(array: np.ndarray):
     """A CTranslate2 StorageView over ``array``, what ``WhisperModel.find_alignment`` takes as
     the encoder output (no copy; the view holds a reference to the array)."""

@@ -108,8 +108,12 @@ class Transcriber:
 
         def keep(output) -> None:  # one call per batch, its rows in chunk order
             nonlocal budget
-            for row in np.asarray(output):  # a CPU StorageView is an array
-                if row.nbytes <= budget:
+            try:
+                rows = np.asarray(output)  # a CPU StorageView is an array
+            except (TypeError, ValueError):  # a type numpy lacks (bfloat16): encoded again later
+                rows = [None] * output.shape[0]
+            for row in rows:
+                if row is not None and row.nbytes <= budget:
                     kept.append(row.copy())  # a copy: the batch's buffer is freed with the batch
                     budget -= row.nbytes
                 else:
