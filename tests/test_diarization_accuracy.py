@@ -18,10 +18,21 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 from conftest import requires_shared_data
 from diarkit.audio import decode
-from diarkit.diarization.clustering import SplitCheckedClustering, exclusive_speech_mask
+from diarkit.diarization.clustering import SplitCheckedClustering, exclusive_speech_frames
 from diarkit.diarization.diarizer import DiarizationOptions, Diarizer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def exclusive_speech_mask(segmentations, frames, members, num_samples: int, sample_rate: int):
+    """The samples of ``exclusive_speech_frames``, as a mask of the file (straight from the
+    frames, the way the checks cut speech before they used runs: the reference for the runs)."""
+    keep = exclusive_speech_frames(segmentations, frames, members)
+    edges = np.rint((frames.start + np.arange(len(keep) + 1) * frames.step) * sample_rate).astype(int)
+    mask = np.zeros(num_samples, dtype=bool)
+    for start, end in zip(edges[:-1][keep], edges[1:][keep]):
+        mask[max(start, 0):min(end, num_samples)] = True
+    return mask
 
 from eval.simulate import SimConfig, simulate  # noqa: E402
 
@@ -188,7 +199,7 @@ def test_pooled_speech_from_runs_is_the_masked_speech_and_its_ten_pieces():
     import numpy as np
     from diarkit.compat.pyannote import SlidingWindow, SlidingWindowFeature
     from diarkit.audio import pooled_speech
-    from diarkit.diarization.clustering import exclusive_speech_mask, exclusive_speech_runs
+    from diarkit.diarization.clustering import exclusive_speech_runs
 
     rng = np.random.default_rng(4)
     data = (rng.random((60, 20, 3)) < 0.4).astype(np.float32)

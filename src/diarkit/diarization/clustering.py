@@ -67,15 +67,6 @@ def exclusive_speech_runs(segmentations: SlidingWindowFeature, frames: SlidingWi
     return runs[runs[:, 1] > runs[:, 0]]
 
 
-def exclusive_speech_mask(segmentations: SlidingWindowFeature, frames: SlidingWindow,
-                          members: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
-    """The samples of ``exclusive_speech_frames``."""
-    mask = np.zeros(num_samples, dtype=bool)
-    for start, end in exclusive_speech_runs(segmentations, frames, members, num_samples, sample_rate):
-        mask[start:end] = True
-    return mask
-
-
 class SplitCheckedClustering(AgglomerativeClustering):
     """pyannote's agglomerative clustering plus the split check and small-speaker merge above.
 

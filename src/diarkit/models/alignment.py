@@ -51,9 +51,8 @@ class WhisperAligner:
                 encoded = self.encode(whisper, [pieces[i] for i in todo], [batch[i].encoded for i in todo], n_mels)
                 found = whisper.find_alignment(tokenizer, [tokens[i] for i in todo], encoded, [frames[i] for i in todo])
                 alignments = dict(zip(todo, found))
-            for chunk in batch:
-                chunk.encoded = None  # used: its memory goes back now, not after the last batch
             for i, chunk in enumerate(batch):
+                chunk.encoded = None  # used: its memory goes back now, not after the last batch
                 timing = alignments.get(i, [])
                 merge_punctuations(timing, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
                 words = []
@@ -71,15 +70,15 @@ class WhisperAligner:
     def encode(whisper, pieces: list[np.ndarray], kept: list[np.ndarray | None], n_mels: int):
         """The encoder output of ``pieces``: the transcription's where it kept it, else encoded here."""
         missing = [i for i, row in enumerate(kept) if row is None]
-        fresh = None
-        if missing:
-            features = [log_mel_spectrogram(pieces[i], n_mels=n_mels, padding=N_SAMPLES - pieces[i].shape[0]).numpy()
-                        [:, : whisper.feature_extractor.nb_max_frames] for i in missing]
-            fresh = whisper.encode(np.stack(features))
-            if len(missing) == len(kept):
-                return fresh  # nothing kept (or on a GPU): as it comes, wherever it lives
+        if not missing:
+            return storage_view(np.stack(kept))
+        features = [log_mel_spectrogram(pieces[i], n_mels=n_mels, padding=N_SAMPLES - pieces[i].shape[0]).numpy()
+                    [:, : whisper.feature_extractor.nb_max_frames] for i in missing]
+        fresh = whisper.encode(np.stack(features))
+        if len(missing) == len(kept):
+            return fresh  # nothing kept (or on a GPU): as it comes, wherever it lives
         rows = list(kept)
-        for i, row in zip(missing, np.asarray(fresh) if fresh is not None else []):
+        for i, row in zip(missing, np.asarray(fresh)):
             rows[i] = row
         return storage_view(np.stack(rows))
 
