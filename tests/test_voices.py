@@ -6,12 +6,14 @@ with ffmpeg, the real CLI; S3 through a moto server on loopback.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 import pytest
 import soundfile as sf
 
@@ -94,7 +96,7 @@ def test_enrolled_voices_named_in_every_format_stranger_stays_anonymous(library,
 
     out = tmp_path / "out"
     assert cli.main(["transcribe", str(wav), "-o", str(out), "--voices", str(library), "--model-dir",
-                     str(model_dir), "--device", "cpu", "-q", "--formats", "json,srt,vtt,rttm,txt"]) == 0
+                     str(model_dir), "--device", "cpu", "-q", "--formats", "json,srt,vtt,rttm,txt,csv,xlsx"]) == 0
     result = json.loads((out / "episode.json").read_text())
     labels = {s["label"] for s in result["speakers"]}
     assert set(ENROLLED) <= labels, labels
@@ -123,6 +125,14 @@ def test_enrolled_voices_named_in_every_format_stranger_stays_anonymous(library,
     for name in spoken:
         assert f"{name}: " in srt and f"<v {name}>" in vtt and f"{name}:" in txt
     assert re.search(r" SPEAKER_\d+ <NA>", rttm)  # the stranger
+    # the dialogue list casts from the names: its Source column (capitals) and the XLSX's speaker sheet
+    with (out / "episode.csv").open(newline="") as f:
+        sources = {row["Source"] for row in csv.DictReader(f)}
+    assert {name.upper() for name in spoken} <= sources, sources
+    workbook = openpyxl.load_workbook(out / "episode.xlsx", read_only=True)
+    sheets = [list(sheet.iter_rows(values_only=True)) for sheet in workbook.worksheets]
+    xlsx_sources = {row[2] for row in sheets[0][1:]} | {row[0] for row in sheets[1][1:]}
+    assert {name.upper() for name in ENROLLED} <= xlsx_sources, xlsx_sources
 
 
 def test_same_speaker_names_without_the_library_are_anonymous(pipeline, episode):
