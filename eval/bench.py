@@ -12,7 +12,8 @@
    from ``result.timings``) and writing (render + write json/srt/vtt/rttm/txt).
    Memory: ``peak_rss`` is that child's ``ru_maxrss`` (whole-process high-water mark, includes the
    models); per stage, a thread samples ``/proc/self/status`` VmRSS every 20 ms and records the
-   peak during the stage and the growth over the RSS at the stage's start.
+   peak during the stage and the growth over the RSS at the stage's start. Every child (diarkit
+   and reference) starts from the same page cache: see ``settle_library_pages``.
 3. Reference (10-minute media, when it is among the lengths): one fresh subprocess running
    (1) whisperx batched transcription with the bundled tiny.en (``vad_method="pyannote"``,
    ``batch_size=8``) and (2) the straightforward pyannote.audio pipeline on diarkit's segmentation
@@ -352,9 +353,53 @@ def child_reference(media: str, model_dir: str) -> dict[str, Any]:
 
 
 # -- parent --------------------------------------------------------------------------------------
+def evict_library_pages(roots: list[Path] | None = None) -> dict[str, float]:
+    """Drop the environment's shared libraries (``*.so*``) from the page cache.
+
+    A child's RSS counts the library pages it maps, and the kernel maps a page-cache folio
+    whole: a library last read sequentially (``pip install``, a copy, a backup) sits in large
+    folios, and the same import maps about 300 MiB more (measured 2026-12-07, eval/BENCHMARK.md).
+    ``posix_fadvise(DONTNEED)`` drops only clean pages no process maps; no root needed.
+    """
+    roots = roots or sorted({Path(sys.prefix), Path(sys.base_prefix)})
+    files = size = 0
+    for root in roots:
+        for dirpath, _, names in os.walk(root):
+            for name in names:
+                if ".so" not in name:
+                    continue
+                try:
+                    fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+                except OSError:
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    files += 1
+                    size += os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+    return {"files": files, "mib": size / 2**20}
+
+
+def settle_library_pages() -> dict[str, float]:
+    """Start every measured child from the same page cache: libraries read by page faults.
+
+    Evicts the libraries, then imports diarkit's stack once in a throw-away process, so the
+    measured child's import is warm (cold start as before) and its RSS does not depend on how
+    the library files were last read.
+    """
+    evicted = evict_library_pages()
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import diarkit.pipeline, whisperx"], cwd=str(REPO_ROOT),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return {"evicted_files": evicted["files"], "evicted_mib": round(evicted["mib"], 1),
+            "warm_up_s": round(time.perf_counter() - started, 2)}
+
+
 def _run_child(args: list[str], result_json: Path, log_path: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "eval.bench", *args, "--json", str(result_json)]
     env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "0"}
+    library_pages = settle_library_pages()
     started = time.perf_counter()
     with open(log_path, "w") as log:
         proc = subprocess.run(cmd, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -364,6 +409,7 @@ def _run_child(args: list[str], result_json: Path, log_path: Path) -> dict[str, 
         raise BenchError(f"{' '.join(cmd)} failed ({proc.returncode}): {' | '.join(tail)}")
     data = json.loads(result_json.read_text())
     data["process_wall_s"] = wall
+    data["library_pages"] = library_pages
     return data
 
 
@@ -505,7 +551,10 @@ def render_markdown(info: dict, command: str, media: dict[str, dict], runs: dict
                  "Stages run one after the other (end-to-end = the sum of the rows)."),
              "- Memory: **peak RSS = `ru_maxrss` of that child** (whole process, models included). Per "
              "stage: VmRSS sampled from `/proc/self/status` every 20 ms; *peak* during the stage and "
-             "*growth* = peak - RSS when the stage started.", ""]
+             "*growth* = peak - RSS when the stage started. Before each child the environment's shared "
+             "libraries are dropped from the page cache and imported once in a throw-away process "
+             "(`eval/bench.py:settle_library_pages`): otherwise the child's RSS depends on how the "
+             "library files were last read (up to about 300 MiB more after a fresh `pip install`).", ""]
     if runs:
         lines += ["## diarkit per stage", "",
                   "Wall time in seconds (RTF in parentheses).", ""]

@@ -1,8 +1,11 @@
-"""The benchmark's media builder (fast) and the 60-minute memory bound (slow, `make bench`)."""
+"""The benchmark's media builder and page-cache settling (fast), the 60-minute memory bound (slow, `make bench`)."""
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import soundfile as sf
 from conftest import SHARED_DATA
 
 from eval.bench import (RSS_LIMIT_MIB, SAMPLE_RATE, VOICE_SHIFTS, build_many_voices_media, build_media,
-                        run_diarkit_child, source_files)
+                        evict_library_pages, run_diarkit_child, source_files)
 
 
 def _sources(work):
@@ -72,3 +75,38 @@ def test_sixty_minutes_within_memory_bound(sources, tmp_path, model_dir):
     doc = json.loads((tmp_path / "out" / "bench_60min.json").read_text())
     assert doc["speakers"] and any(seg["words"] for seg in doc["segments"])
     assert all(w.get("speaker") for seg in doc["segments"] for w in seg["words"][:5])
+
+
+def _resident_pages(path) -> int:
+    """Pages of ``path`` in the page cache (mincore(2) over a shared mapping of the file)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = os.path.getsize(path)
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), size) as mapped:
+        anchor = ctypes.c_char.from_buffer(mapped)
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+            assert libc.mincore(ctypes.addressof(anchor), size, vec) == 0, os.strerror(ctypes.get_errno())
+            return sum(v & 1 for v in vec)
+        finally:
+            del anchor
+
+
+def test_library_pages_are_dropped_before_a_measured_child(tmp_path):
+    """The bench evicts shared libraries from the page cache, so RSS does not depend on how they were read."""
+    lib = tmp_path / "site-packages" / "libfake.so.1"
+    lib.parent.mkdir()
+    lib.write_bytes(os.urandom(8 << 20))
+    os.sync()  # written pages are dirty until written back; DONTNEED drops clean pages only
+    lib.read_bytes()
+    assert _resident_pages(lib) > 0
+    other = tmp_path / "site-packages" / "weights.bin"  # not a library: left alone
+    other.write_bytes(os.urandom(1 << 20))
+    os.sync()
+    done = evict_library_pages([tmp_path])
+    assert done["files"] == 1 and done["mib"] == pytest.approx(8.0)
+    assert _resident_pages(lib) == 0
+    assert _resident_pages(other) > 0
+    # the default roots are the environment's prefixes, where torch's libraries live
+    assert evict_library_pages()["files"] > 100
