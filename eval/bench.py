@@ -357,8 +357,9 @@ def evict_library_pages(roots: list[Path] | None = None) -> dict[str, float]:
     """Drop the environment's shared libraries (``*.so*``) from the page cache.
 
     A child's RSS counts the library pages it maps, and the kernel maps a page-cache folio
-    whole: a library last read sequentially (``pip install``, a copy, a backup) sits in large
-    folios, and the same import maps about 300 MiB more (measured 2026-12-07, eval/BENCHMARK.md).
+    whole: a library last read sequentially (``pip install`` writing and hashing it, ``cat``, a
+    backup) sits in large folios, and the same import maps about 300 MiB more (measured
+    2026-12-07, eval/BENCHMARK.md).
     ``posix_fadvise(DONTNEED)`` drops only clean pages no process maps; no root needed.
     """
     roots = roots or sorted({Path(sys.prefix), Path(sys.base_prefix)})
