@@ -367,7 +367,7 @@ def evict_library_pages(roots: list[Path] | None = None) -> dict[str, float]:
     for root in roots:
         for dirpath, _, names in os.walk(root):
             for name in names:
-                if ".so" not in name:
+                if not (name.endswith(".so") or ".so." in name):  # libx.so, libx.so.12
                     continue
                 try:
                     fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
